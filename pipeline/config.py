@@ -10,6 +10,9 @@ source tree (contexts and Dockerfiles exist) before anything is built.
 
 from __future__ import annotations
 
+import datetime
+import difflib
+import math
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -48,6 +51,11 @@ _SECRET_SHAPES = (
     re.compile(r"AKIA[0-9A-Z]{16}"),
 )
 _RANDOM_LOOKING = re.compile(r"^[A-Za-z0-9_\-+/=]{32,}$")
+_NO_SECRETS_HERE = (
+    "services.toml is committed, so keys and tokens never go in it. "
+    "Pass them as Dagger secrets (--registry-token=env://GITHUB_TOKEN) or name an "
+    "environment variable (env://NAME) instead"
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -246,13 +254,14 @@ class _Reader:
     def table(self, value: object, key: str, allowed: Sequence[str]) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self.fail(key, f"expected a table, got {_kind(value)}")
-        unknown = [k for k in value if k not in allowed]
-        if unknown:
-            raise self.fail(
-                key,
-                f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                f"allowed keys: {', '.join(allowed)}",
-            )
+        for name in value:
+            if name in allowed:
+                continue
+            if _looks_secret(name):
+                raise self.fail(key, "has a key that looks like a secret; " + _NO_SECRETS_HERE)
+            close = difflib.get_close_matches(name, allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise self.fail(f"{key}.{name}" if key else name, f"unknown key{hint}; allowed keys: {', '.join(allowed)}")
         return value
 
     def string(self, value: object, key: str, *, required: bool = True) -> str:
@@ -266,6 +275,8 @@ class _Reader:
     def number(self, value: object, key: str, *, minimum: float = 0) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(key, f"expected a number, got {_kind(value)}")
+        if not math.isfinite(value):
+            raise self.fail(key, f"expected a finite number of seconds, got {value}")
         if value <= minimum:
             raise self.fail(key, f"must be greater than {minimum:g}, got {value}")
         return float(value)
@@ -301,9 +312,12 @@ class _Reader:
 
     def url(self, value: object, key: str) -> str:
         url = self.string(value, key)
+        if "@" in url.split("://", 1)[-1].split("/", 1)[0]:
+            # Never echo the URL: user:password@ is a credential.
+            raise self.fail(key, "must not carry credentials (user:password@); pass them as Dagger secrets")
         if not re.match(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$", url):
             raise self.fail(key, f"expected an http:// or https:// URL, got {url!r}")
-        return url.rstrip("/") if url.count("/") == 2 else url
+        return url
 
     def relative_path(self, value: object, key: str) -> str:
         path = self.string(value, key)
@@ -313,13 +327,8 @@ class _Reader:
         return str(pure)
 
     def not_a_secret(self, value: str, key: str) -> None:
-        if any(shape.search(value) for shape in _SECRET_SHAPES) or _looks_random(value):
-            raise self.fail(
-                key,
-                "looks like a secret; services.toml is committed, so keys and tokens never go in it. "
-                "Pass them as Dagger secrets (--registry-token=env://GITHUB_TOKEN) or name an "
-                "environment variable (env://NAME) instead",
-            )
+        if _looks_secret(value):
+            raise self.fail(key, "looks like a secret; " + _NO_SECRETS_HERE)
 
     # -- sections ----------------------------------------------------------
 
@@ -330,9 +339,11 @@ class _Reader:
                 raise self.fail(section, "is required; see the README for an example")
         registry = self.registry(data["registry"])
         project = self.table(data.get("project", {}), "project", ["source_url"])
-        source_url = self.url(project["source_url"], "project.source_url") if "source_url" in project else ""
+        source_url = ""
+        if "source_url" in project:
+            source_url = self.url(project["source_url"], "project.source_url").rstrip("/")
         dokploy = self.table(data.get("dokploy", {}), "dokploy", ["url"])
-        dokploy_url = self.url(dokploy["url"], "dokploy.url") if "url" in dokploy else ""
+        dokploy_url = self.url(dokploy["url"], "dokploy.url").rstrip("/") if "url" in dokploy else ""
         environments = self.environments(data["environments"])
         services = self.services(data["services"], registry)
         groups = self.groups(data["groups"], services, environments)
@@ -365,6 +376,12 @@ class _Reader:
                     "and '.', '_', '-' between them (GHCR owners must be lower-cased)",
                 )
         prefix = self.string(t.get("image_prefix", ""), "registry.image_prefix", required=False)
+        if prefix and not re.fullmatch(REPOSITORY_COMPONENT, prefix + "a"):
+            raise self.fail(
+                "registry.image_prefix",
+                f"{prefix!r} cannot start an image name: use lower-case letters and digits, "
+                "ending in '-', '_' or '.' to join the service name (like \"bizosaas-\")",
+            )
         return Registry(host=host, namespace=namespace, image_prefix=prefix)
 
     def environments(self, value: object) -> dict[str, Environment]:
@@ -389,7 +406,7 @@ class _Reader:
                 raise self.fail(f"{key}.tags", 'is required: the tag templates, e.g. ["{branch}-{sha}"]')
             tags = self.strings(t["tags"], f"{key}.tags")
             for i, template in enumerate(tags):
-                problem = check_template(template)
+                problem = check_template(template, environment=name)
                 if problem:
                     raise self.fail(f"{key}.tags[{i}]", problem)
             if not any("{sha}" in t for t in tags):
@@ -638,12 +655,13 @@ def check_source(config: Config, root: Path, services: Sequence[str] | None = No
                 f"{key}.dockerfile",
                 f"{service.dockerfile_path!r} does not exist under the source {str(root)!r}",
             )
-        stages = set(dockerfile_stages(dockerfile.read_text(encoding="utf-8", errors="replace")))
+        # Docker compares stage names case-insensitively, as it lower-cases them.
+        stages = {s.lower() for s in dockerfile_stages(dockerfile.read_text(encoding="utf-8", errors="replace"))}
         wanted = [("target", service.target)]
         if service.test is not None:
             wanted.append(("test.stage", service.test.stage))
         for what, stage in wanted:
-            if stage and stage not in stages:
+            if stage and stage.lower() not in stages:
                 raise ConfigError(
                     config.file,
                     f"{key}.{what}",
@@ -655,6 +673,11 @@ def check_source(config: Config, root: Path, services: Sequence[str] | None = No
 def dockerfile_stages(text: str) -> list[str]:
     """The stage names a Dockerfile declares with ``FROM ... AS name``."""
     return [m.group(1) for m in _DOCKERFILE_STAGE.finditer(text)]
+
+
+def _looks_secret(value: str) -> bool:
+    """A known credential shape, or a long random-looking token."""
+    return any(shape.search(value) for shape in _SECRET_SHAPES) or _looks_random(value)
 
 
 def _looks_random(value: str) -> bool:
@@ -669,4 +692,6 @@ def _looks_random(value: str) -> bool:
 
 def _kind(value: object) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list", dict: "a table"}
+    if isinstance(value, datetime.date | datetime.time):
+        return "a date/time"
     return names.get(type(value), type(value).__name__)

@@ -21,7 +21,6 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from pipeline.config import Service
@@ -106,7 +105,7 @@ class BuildInputs:
     service: Service
     root: Path
 
-    @cached_property
+    @property
     def context(self) -> Path:
         return self.root / self.service.context
 
@@ -130,7 +129,10 @@ class BuildInputs:
             # Prune directories that are ignored and cannot be re-included, to keep big trees cheap.
             if not reincludes:
                 dirnames[:] = sorted(d for d in dirnames if not rules.ignores(prefix + d))
-            for name in filenames:
+            # A symlink to a directory is sent as the link itself; os.walk does not descend into it.
+            links = [d for d in dirnames if os.path.islink(os.path.join(directory, d))]
+            dirnames[:] = [d for d in dirnames if d not in links]
+            for name in [*filenames, *links]:
                 rel = prefix + name
                 if not rules.ignores(rel):
                     seen.append(rel)
@@ -158,7 +160,8 @@ def content_key(service: Service, root: Path) -> str:
         if path.is_symlink():
             digest.update(b"link\0" + os.readlink(path).encode())
             continue
-        digest.update(b"x" if os.access(path, os.X_OK) else b"-")
+        # The mode bits, not os.access: the answer must not depend on who computes the key.
+        digest.update(b"x" if path.stat().st_mode & 0o111 else b"-")
         digest.update(_file_hash(path))
     return digest.hexdigest()
 

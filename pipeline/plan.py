@@ -97,7 +97,9 @@ def choose_environment(config: Config, git: GitContext, environment: str = "") -
 def select_services(config: Config, services: Sequence[str] | str | None) -> list[str]:
     """The services named (a list or a comma-separated string), else all, in config order."""
     if isinstance(services, str):
-        services = [s.strip() for s in services.split(",") if s.strip()]
+        services = services.split(",")
+    # Actions passes an empty input as "" (or [""]): that means all services.
+    services = [s.strip() for s in services or [] if s.strip()]
     if not services:
         return list(config.services)
     unknown = [s for s in services if s not in config.services]

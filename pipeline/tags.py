@@ -25,28 +25,39 @@ REPOSITORY_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
-# Sample values that exercise the grammar the way real ones can: a long branch
-# with characters that need sanitising, and the dirty marker on the sha.
+MAX_TAG_LENGTH = 128
+MAX_BRANCH_LENGTH = 100
+
+# Sample values that exercise the grammar the way real ones can: the dirty
+# marker on the sha, and (for the length) the longest branch sanitising keeps.
 _SAMPLE = {"sha": "abcdef1-dirty", "branch": "feature-x", "environment": "staging"}
 
 
-def check_template(template: str) -> str:
+def check_template(template: str, *, environment: str = "staging") -> str:
     """Why ``template`` is not a usable tag template, or "" when it is."""
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
     except ValueError as e:
         return f"{template!r} is not a valid template ({e}); use {{sha}}, {{branch}} or {{environment}}"
-    unknown = [f for f in fields if f not in PLACEHOLDERS]
+    unknown = [f for f, _, _ in parsed if f not in PLACEHOLDERS]
     if unknown:
         return (
             f"{template!r} uses unknown placeholder {{{unknown[0]}}}; "
             f"allowed: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}"
         )
-    rendered = template.format(**_SAMPLE)
+    if any(spec or conv for _, spec, conv in parsed):
+        return f"{template!r} formats a placeholder; write {{sha}}, {{branch}} or {{environment}} plainly"
+    rendered = template.format(**{**_SAMPLE, "environment": environment})
     if not TAG.match(rendered):
         return (
             f"{template!r} does not render to a valid tag (got {rendered!r}); tags are letters, digits, "
             "'_', '.', '-', at most 128 characters, not starting with '.' or '-'"
+        )
+    longest = template.format(**{**_SAMPLE, "environment": environment, "branch": "x" * MAX_BRANCH_LENGTH})
+    if len(longest) > MAX_TAG_LENGTH:
+        return (
+            f"{template!r} renders to {len(longest)} characters for a long branch name; "
+            f"tags are at most {MAX_TAG_LENGTH}: use {{branch}} once and keep the rest short"
         )
     return ""
 
@@ -58,7 +69,7 @@ def sanitize_branch(branch: str) -> str:
     the same to keep tags predictable across tools.
     """
     cleaned = re.sub(r"[^a-z0-9._-]+", "-", branch.lower()).strip(".-")
-    return cleaned[:100] or "detached"
+    return cleaned[:MAX_BRANCH_LENGTH].rstrip(".-") or "detached"
 
 
 def short_sha(sha: str, *, dirty: bool = False) -> str:
