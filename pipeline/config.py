@@ -123,6 +123,8 @@ class SmokeCheck:
 class TestDependency:
     """A service container an integration test needs (a database, a cache)."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     name: str
     image: str
     port: int
@@ -132,6 +134,8 @@ class TestDependency:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TestSpec:
     """How a service's tests run: a Dockerfile stage, a command, or both."""
+
+    __test__ = False  # not a pytest test class, despite the name
 
     stage: str = ""
     command: tuple[str, ...] = ()

@@ -1,8 +1,9 @@
 """A service's content key: a hash of exactly what its build sees.
 
 The key covers the files of the build context that ``.dockerignore`` lets
-through, the Dockerfile, the target, the build args, the platforms and the
-names of the build secrets. A file the build ignores never changes the key, so
+through, the Dockerfile, the target, the build args, the platforms, the
+names of the build secrets, and the service's test and smoke settings. A
+file the build ignores never changes the key, so
 an image tagged ``src-<key>`` in the registry is the image this source would
 build, and the service can be reused instead of rebuilt (Skaffold's inputDigest,
 tied to the registry). It is computed from the file system alone, so ``plan``
@@ -152,6 +153,10 @@ def content_key(service: Service, root: Path) -> str:
         "build_args": dict(sorted(service.build_args.items())),
         "platforms": list(service.platforms),
         "secrets": sorted(service.secrets),
+        # Checks are inputs too: a service whose tests or smoke check change is rebuilt and
+        # checked again, instead of being reused without ever running the new check.
+        "test": repr(service.test),
+        "smoke": repr(service.smoke),
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for rel in inputs.files():

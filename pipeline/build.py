@@ -1,0 +1,214 @@
+"""Dagger recipes that build and publish a service's image, and the engine that runs them.
+
+The recipes are thin on purpose: each turns a ``ServicePlan`` into a lazy Dagger
+chain, so tests check the query they build without an engine.
+
+* Only the service's context directory is the build context, and the Dockerfile
+  path is relative to it, as with ``docker build -f``. Dagger applies the
+  context's ``.dockerignore`` (or ``<Dockerfile>.dockerignore``) itself.
+* Dockerfile ``RUN --mount=type=secret,id=X`` needs a secret *named* X, and secrets
+  from providers (``env://``, ``op://``...) have no name, so each declared secret
+  is read and re-wrapped with ``dag.set_secret(X, ...)``.
+* One container is built per platform; several become one multi-platform index.
+* ``publish`` pushes one address. The other tags are copied by the registry
+  client (``pipeline.images``), so every tag provably names the same digest.
+
+``DaggerImageEngine`` wires these and ``pipeline.checks`` into the
+``pipeline.images.ImageEngine`` the per-service flow drives.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import anyio
+import dagger
+from dagger import dag
+
+from pipeline.checks import DEFAULT_PROBER_IMAGE, run_smoke, run_tests
+from pipeline.config import Service
+from pipeline.errors import MissingSecretError, PublishError, UsageError
+from pipeline.images import TestReport
+from pipeline.plan import ServicePlan
+from pipeline.progress import one_line
+
+_DETAIL_LIMIT = 500
+
+
+def build_container(
+    source: dagger.Directory,
+    plan: ServicePlan,
+    *,
+    platform: str | None = None,
+    secrets: Sequence[dagger.Secret] = (),
+    target: str | None = None,
+) -> dagger.Container:
+    """The service's image for one platform, labelled; ``target`` overrides the Dockerfile stage."""
+    service = plan.service
+    container = source.directory(service.context).docker_build(
+        dockerfile=service.dockerfile,
+        target=service.target if target is None else target,
+        build_args=[dagger.BuildArg(name=name, value=value) for name, value in service.build_args.items()],
+        platform=dagger.Platform(platform) if platform else None,
+        secrets=list(secrets),
+    )
+    for name, value in plan.labels.items():
+        container = container.with_label(name, value)
+    return container
+
+
+async def named_build_secrets(service: Service, *, client: dagger.Client = dag) -> list[dagger.Secret]:
+    """Each declared build secret, read from its source and named by its Dockerfile id."""
+    named = []
+    for secret_id, uri in service.secrets.items():
+        try:
+            plaintext = await client.secret(uri).plaintext()
+        except dagger.QueryError as e:
+            raise MissingSecretError(_unreadable(service.name, secret_id, uri, e)) from None
+        named.append(client.set_secret(secret_id, plaintext))
+    return named
+
+
+def _unreadable(service: str, secret_id: str, uri: str, error: dagger.QueryError) -> str:
+    reason = one_line(str(error))
+    if uri.startswith("env://"):
+        variable = uri.removeprefix("env://")
+        fix = f"set the environment variable {variable} where dagger runs (in Actions: the step's env)"
+    else:
+        fix = f"make {uri} readable where dagger runs, or change services.{service}.secrets.{secret_id}"
+    return f"{service}: build secret '{secret_id}' comes from {uri}, which could not be read ({reason}); {fix}"
+
+
+def build_variants(
+    source: dagger.Directory, plan: ServicePlan, secrets: Sequence[dagger.Secret]
+) -> list[dagger.Container]:
+    """One container per platform the service declares, in that order."""
+    return [build_container(source, plan, platform=p, secrets=secrets) for p in plan.service.platforms]
+
+
+def publish_container(
+    variants: Sequence[dagger.Container],
+    *,
+    registry: str,
+    username: str = "",
+    token: dagger.Secret | None = None,
+    client: dagger.Client = dag,
+) -> tuple[dagger.Container, list[dagger.Container]]:
+    """The container to call ``publish`` on, with registry auth, and its platform variants."""
+    if not variants:
+        raise UsageError("nothing to publish: the service declares no platforms")
+    if len(variants) == 1:
+        container, platform_variants = variants[0], []
+    else:
+        # An empty container carrying the variants publishes one multi-platform index.
+        container, platform_variants = client.container(), list(variants)
+    if token is not None:
+        container = container.with_registry_auth(registry, username or "token", token)
+    return container, platform_variants
+
+
+async def publish(
+    variants: Sequence[dagger.Container],
+    address: str,
+    *,
+    service: str,
+    registry: str,
+    username: str = "",
+    token: dagger.Secret | None = None,
+    client: dagger.Client = dag,
+) -> str:
+    """Push the image to ``address``; return ``address@sha256:...``."""
+    container, platform_variants = publish_container(
+        variants, registry=registry, username=username, token=token, client=client
+    )
+    try:
+        return await container.publish(address, platform_variants=platform_variants)
+    except dagger.DaggerError as e:
+        detail = one_line(str(e))[:_DETAIL_LIMIT] or type(e).__name__
+        raise PublishError(service, address, detail) from e
+
+
+def native_platform(platforms: Sequence[str], engine_platform: str) -> str:
+    """The declared platform the engine runs without emulation, else the first one."""
+    if engine_platform in platforms:
+        return engine_platform
+    # "linux/arm64" matches "linux/arm64/v8": the variant does not change what runs.
+    os_arch = "/".join(engine_platform.split("/")[:2])
+    return next((p for p in platforms if "/".join(p.split("/")[:2]) == os_arch), platforms[0])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Built:
+    """A service's image built for every platform; tests and smoke checks use ``native``."""
+
+    variants: tuple[dagger.Container, ...]
+    native: dagger.Container
+    native_platform: str
+    secrets: tuple[dagger.Secret, ...]
+
+
+class DaggerImageEngine:
+    """Builds, tests, smoke-checks and publishes images with Dagger (an ``ImageEngine``)."""
+
+    def __init__(
+        self,
+        source: dagger.Directory,
+        *,
+        registry_user: str = "",
+        token: dagger.Secret | None = None,
+        prober_image: str = DEFAULT_PROBER_IMAGE,
+        client: dagger.Client = dag,
+    ) -> None:
+        self._source = source
+        self._username = registry_user
+        self._token = token
+        self._prober_image = prober_image
+        self._client = client
+        self._engine_platform = ""
+
+    async def build(self, plan: ServicePlan) -> Built:
+        """Build every platform and wait for it, so a broken build fails the build step."""
+        secrets = await named_build_secrets(plan.service, client=self._client)
+        variants = build_variants(self._source, plan, secrets)
+        if not self._engine_platform:
+            self._engine_platform = str(await self._client.default_platform())
+        native = native_platform(plan.service.platforms, self._engine_platform)
+        async with anyio.create_task_group() as group:
+            for variant in variants:
+                group.start_soon(variant.sync)
+        return Built(
+            variants=tuple(variants),
+            native=variants[plan.service.platforms.index(native)],
+            native_platform=native,
+            secrets=tuple(secrets),
+        )
+
+    async def test(self, plan: ServicePlan, built: Built) -> TestReport:
+        """Run the tests in the native image, or in the test stage built beside it."""
+        spec = plan.service.test
+        stage = None
+        if spec is not None and spec.stage:
+            stage = build_container(
+                self._source, plan, platform=built.native_platform, secrets=built.secrets, target=spec.stage
+            )
+        return await run_tests(plan, built=built.native, stage=stage, run_id=uuid.uuid4().hex, client=self._client)
+
+    async def smoke(self, plan: ServicePlan, built: Built) -> None:
+        """Boot the native image and probe its health endpoint."""
+        await run_smoke(
+            plan, built.native, prober_image=self._prober_image, run_id=uuid.uuid4().hex, client=self._client
+        )
+
+    async def publish(self, plan: ServicePlan, built: Built, address: str) -> str:
+        """Push every platform to ``address`` as one image; return the digest-pinned reference."""
+        return await publish(
+            list(built.variants),
+            address,
+            service=plan.name,
+            registry=plan.registry,
+            username=self._username,
+            token=self._token,
+            client=self._client,
+        )

@@ -1,0 +1,80 @@
+"""Connecting to a Dagger engine from library mode (``python -m pipeline``).
+
+The SDK would otherwise try to download the CLI when none is installed, which
+on a machine without internet hangs until a timeout. So we look first, and say
+how to get an engine when there is none.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import dagger
+from dagger import dag
+
+from pipeline.errors import UsageError
+from pipeline.secret import SecretValue
+
+ENGINE_VERSION = "0.21.11"
+
+# Only what builds need is uploaded: VCS data, dependencies and build outputs stay home.
+SOURCE_IGNORE = [
+    ".git",
+    "**/node_modules",
+    "**/.venv",
+    "**/venv",
+    "**/__pycache__",
+    "**/.pytest_cache",
+    "**/.mypy_cache",
+    "**/.next",
+    "**/dist",
+    "**/coverage",
+    "sdk",
+]
+NO_ENGINE = (
+    f"no Dagger engine reachable: install the dagger CLI {ENGINE_VERSION} "
+    "(https://docs.dagger.io/install) or set _EXPERIMENTAL_DAGGER_RUNNER_HOST, "
+    "or run `dagger call ...` instead"
+)
+
+
+def engine_reachable(env: Mapping[str, str] | None = None) -> str:
+    """How an engine would be reached, or "" when there is none."""
+    env = os.environ if env is None else env
+    if env.get("DAGGER_SESSION_PORT"):
+        return "the current dagger session"
+    if env.get("_EXPERIMENTAL_DAGGER_CLI_BIN"):
+        return f"the CLI at {env['_EXPERIMENTAL_DAGGER_CLI_BIN']}"
+    cli = shutil.which("dagger", path=env.get("PATH"))
+    if cli:
+        return f"the CLI at {cli}"
+    if env.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST"):
+        # The SDK fetches the CLI matching its version, which then uses this engine.
+        return f"the engine at {env['_EXPERIMENTAL_DAGGER_RUNNER_HOST']}"
+    return ""
+
+
+@asynccontextmanager
+async def connected() -> AsyncIterator[None]:
+    """An open engine session, with its progress on stderr."""
+    if not engine_reachable():
+        raise UsageError(NO_ENGINE)
+    async with dagger.connection(dagger.Config(log_output=sys.stderr)):
+        yield
+
+
+def host_source(path: Path) -> dagger.Directory:
+    """The host's source directory, without what builds never need."""
+    return dag.host().directory(str(path.resolve()), exclude=SOURCE_IGNORE)
+
+
+def secret(value: SecretValue | None) -> dagger.Secret | None:
+    """A SecretValue as a Dagger secret, named after where it came from."""
+    if value is None:
+        return None
+    return dag.set_secret(value.name.strip("-").replace("-", "_") or "secret", value.reveal())

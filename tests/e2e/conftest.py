@@ -1,0 +1,36 @@
+"""End-to-end tests run against a real Dagger engine, and skip with the reason where there is none.
+
+An engine is reachable when this process runs inside ``dagger run`` (DAGGER_SESSION_PORT),
+when a dagger CLI is on PATH or named by _EXPERIMENTAL_DAGGER_CLI_BIN, or when
+_EXPERIMENTAL_DAGGER_RUNNER_HOST names a running engine. The SDK would otherwise try
+to download the CLI, which hangs on a machine without internet, so we look first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.engine import engine_reachable
+
+NO_ENGINE = (
+    "no Dagger engine reachable: install the dagger CLI 0.21.11 "
+    "(or set _EXPERIMENTAL_DAGGER_RUNNER_HOST) and run `make e2e`"
+)
+BUSYBOX = Path("/bin/busybox")
+NO_BUSYBOX = "the fixture images copy a static busybox from /bin/busybox: apt-get install busybox-static"
+
+
+
+
+
+@pytest.fixture(autouse=True)
+def _needs_an_engine(request: pytest.FixtureRequest) -> None:
+    """Skip e2e-marked tests here, saying how to run them, when no engine is reachable."""
+    if request.node.get_closest_marker("e2e") is None:
+        return
+    if not engine_reachable():
+        pytest.skip(NO_ENGINE)
+    if not BUSYBOX.is_file():
+        pytest.skip(NO_BUSYBOX)
