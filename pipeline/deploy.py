@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+import anyio
 import httpx
 
 from pipeline.config import Config, DokployTarget, Group
@@ -56,6 +57,10 @@ _REFERENCE = re.compile(
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
+
+
+# Enough for two API calls; a cancelled run must still end promptly.
+_CANCEL_RESTORE_S = 15.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -562,6 +567,13 @@ async def _deploy_group(
             health=health,
             duration_s=clock() - started,
         )
+    except anyio.get_cancelled_exc_class():
+        # The run was cancelled (a cancelled Actions job, Ctrl-C) after the env may have changed:
+        # put the previous images back, shielded and briefly, so nothing is left half-deployed.
+        if rollback:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_RESTORE_S):
+                await _restore_after_cancel(client, environment, name, target, change, stage=stage, emit=emit)
+        raise
     except PipelineError as failure:
         status: GroupStatus = "error"
         if isinstance(failure, DeploymentError) and failure.status == "cancelled":
@@ -654,6 +666,26 @@ async def _roll_back(
         return "yes, failed", str(e)
     emit(f"{name}: rolled back, healthy")
     return "yes, healthy", ""
+
+
+async def _restore_after_cancel(
+    client: DokployClient,
+    environment: str,
+    name: str,
+    target: DokployTarget,
+    change: _Change,
+    *,
+    stage: str,
+    emit: EventSink,
+) -> None:
+    """Write the previous references back and, if a deployment was started, queue one that uses them."""
+    try:
+        await _write(client, target, change, change.previous)
+        if stage != "write":
+            await client.trigger(target, title=_title("rollback", environment, name))
+        emit(f"{name}: cancelled: the previous images are back in {target.describe()}'s settings")
+    except PipelineError as e:
+        emit(f"{name}: cancelled, and the previous images could not be restored: {e}")
 
 
 def _skipped(plan: _Plan, reason: str) -> GroupResult:

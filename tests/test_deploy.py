@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -569,3 +570,25 @@ async def test_application_built_from_git_is_not_switched_silently(app_world):
     with pytest.raises(ConfigError, match="built from source"):
         await app_world.deploy({"client-portal": NEW_PINS["client-portal"]})
     assert app_world.writes() == []
+
+
+async def test_a_cancelled_run_puts_the_previous_images_back(world):
+    """Cancelled mid-deployment (a cancelled job, Ctrl-C): the env is restored and a rollback queued."""
+    world.double.script(BACKEND_ID, "stuck")
+    with anyio.move_on_after(0.3) as scope:
+        await world.deploy(deploy_timeout_s=30.0)
+    assert scope.cancelled_caught
+    assert world.double.env(BACKEND_ID) == BACKEND_ENV
+    assert [job.title.split(" #")[0] for job in world.double.queue] == ["pipeline rollback staging/backend"]
+    assert any("cancelled: the previous images are back" in event for event in world.events)
+    assert world.double.env(FRONTEND_ID) == FRONTEND_ENV  # the next group never started
+    world.double.restart()
+
+
+async def test_a_cancelled_run_without_rollback_leaves_the_new_pins(world):
+    """--no-rollback means hands off, on cancellation too."""
+    world.double.script(BACKEND_ID, "stuck")
+    with anyio.move_on_after(0.3):
+        await world.deploy(deploy_timeout_s=30.0, rollback=False)
+    assert NEW_PINS["brain-gateway"] in (world.double.env(BACKEND_ID) or "")
+    world.double.restart()
