@@ -22,9 +22,6 @@ BUSYBOX = Path("/bin/busybox")
 NO_BUSYBOX = "the fixture images copy a static busybox from /bin/busybox: apt-get install busybox-static"
 
 
-
-
-
 @pytest.fixture(autouse=True)
 def _needs_an_engine(request: pytest.FixtureRequest) -> None:
     """Skip e2e-marked tests here, saying how to run them, when no engine is reachable."""

@@ -1,0 +1,682 @@
+"""Integration tests of pipeline.flows: deploy, promote, prune and notify, end to end on loopback.
+
+Images go to a real registry (Debian's docker-registry) through a fake engine that
+pushes labelled synthetic images; deploys go to the Dokploy double and are gated
+on the VPS double's health endpoints; prune talks to the GitHub Packages double.
+Waits are scaled down through ``flows.Options`` and services.toml's health timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline import config as config_module
+from pipeline import flows
+from pipeline.errors import BuildError, MissingSecretError, RetentionError, UsageError
+from pipeline.progress import Progress
+from pipeline.retention import short
+from pipeline.summary import RunSummary, ServiceOutcome, render_markdown, render_text, to_json
+from tests.support.dokploy_double import ADMIN_KEY, BACKEND_ID, FRONTEND_ID, RunningDokploy, RunningVps
+from tests.support.github_double import GitHubDouble
+from tests.support.images import push_image, push_index
+from tests.support.registry import RunningRegistry, loopback_http
+from tests.support.webhook import serve_webhook
+from tests.support.world import (
+    BACKEND_PROD_ID,
+    FRONTEND_PROD_ID,
+    NAMESPACE,
+    PREFIX,
+    REGISTRY_TOKEN,
+    SERVICES,
+    SHA,
+    SHORT,
+    FakeEngine,
+    World,
+    make_world,
+    services_toml,
+    tags_of,
+)
+
+FRONTEND = ("bizoholic-frontend", "client-portal")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with loopback_http() as client:
+        yield client
+
+
+@pytest.fixture
+async def world(
+    tmp_path: Path, registry: RunningRegistry, dokploy: RunningDokploy, vps: RunningVps, http: httpx.AsyncClient
+) -> World:
+    return make_world(tmp_path / "repo", registry_host=registry.host, dokploy=dokploy, vps=vps, http=http)
+
+
+def rendered(summary: RunSummary) -> str:
+    """Every rendering of a summary, for checks that hold for all of them."""
+    return render_text(summary) + render_markdown(summary) + to_json(summary)
+
+
+def assert_no_secrets(*texts: str) -> None:
+    for text in texts:
+        assert ADMIN_KEY not in text
+        assert REGISTRY_TOKEN not in text
+
+
+def rows(summary: RunSummary) -> dict[str, ServiceOutcome]:
+    return {o.service: o for o in summary.outcomes}
+
+
+def pinned_env(original: str, world: World, pins: dict[str, str], environment: str = "staging") -> str:
+    """``original`` with each service's old reference replaced by its pin, every other byte kept."""
+    for service, reference in pins.items():
+        old = world.old_reference(service, environment)
+        assert original.count(old) == 1
+        original = original.replace(old, reference)
+    return original
+
+
+def seqs(world: World, procedure: str, compose_id: str) -> list[int]:
+    return [
+        r.seq
+        for r in world.dokploy.double.requests
+        if r.procedure == procedure and isinstance(r.body, dict) and r.body.get("composeId") == compose_id
+    ]
+
+
+# -- deploy ----------------------------------------------------------------------
+
+
+async def test_deploy_publishes_every_service_pins_its_digest_and_deploys_the_groups_in_order(world, capsys):
+    """All tags share one digest, the env pins image@digest, backend is done and healthy before frontend starts."""
+    engine = FakeEngine(world.client)
+    plan = world.plan()
+
+    summary = await flows.deploy(
+        plan, engine=engine, credentials=world.credentials(), options=world.options(), progress=Progress()
+    )
+
+    assert summary.ok, render_text(summary)
+    by_service = rows(summary)
+    assert list(by_service) == list(SERVICES)
+    for service in SERVICES:
+        row = by_service[service]
+        assert row.tags == (plan.service(service).content_tag, "staging", f"staging-{SHORT}")
+        digests = {(await world.client.resolve(world.repository(service), tag)).digest for tag in row.tags}
+        assert digests == {row.digest}
+        assert row.reference == f"{world.image(service)}@{row.digest}"
+        assert (row.change, row.deploy_status, row.health, row.rolled_back) == ("built", "done", "passed", "no")
+    assert by_service["brain-gateway"].tests == "passed"
+    assert sorted(engine.published()) == sorted(f"{world.image(s)}:{plan.service(s).content_tag}" for s in SERVICES), (
+        "the engine pushes once per service; the registry copies the other tags"
+    )
+
+    pins = {s: by_service[s].reference for s in SERVICES}
+    assert world.env(BACKEND_ID) == pinned_env(world.envs[BACKEND_ID], world, {"brain-gateway": pins["brain-gateway"]})
+    assert world.env(FRONTEND_ID) == pinned_env(world.envs[FRONTEND_ID], world, {s: pins[s] for s in FRONTEND})
+    assert world.env(BACKEND_PROD_ID) == world.envs[BACKEND_PROD_ID]
+
+    double = world.dokploy.double
+    backend_row, frontend_row = double.history(BACKEND_ID)[0], double.history(FRONTEND_ID)[0]
+    assert (backend_row.status, frontend_row.status) == ("done", "done")
+    assert by_service["brain-gateway"].deployment == backend_row.id
+    assert {by_service[s].deployment for s in FRONTEND} == {frontend_row.id}
+    backend_trigger = seqs(world, "compose.deploy", BACKEND_ID)
+    frontend_write = seqs(world, "compose.update", FRONTEND_ID)
+    frontend_trigger = seqs(world, "compose.deploy", FRONTEND_ID)
+    backend_healthy = [
+        seq for seq, path, status in world.vps.vps.requests if path == "/staging/backend/health" and status == 200
+    ]
+    assert len(backend_trigger) == len(frontend_trigger) == len(frontend_write) == 1
+    assert backend_trigger[0] < backend_healthy[0] < frontend_write[0] < frontend_trigger[0]
+    assert backend_row.finished_at is not None
+    assert backend_row.finished_at <= frontend_row.created_at
+
+    text = render_text(summary)
+    for service in SERVICES:
+        assert by_service[service].digest[:19] in text
+    assert backend_row.id in text
+    assert frontend_row.id in text
+    assert_no_secrets(rendered(summary), *capsys.readouterr())
+
+
+async def test_a_failed_frontend_health_gate_rolls_the_frontend_back_and_fails_the_run(world):
+    """The VPS rejects the new frontend image: its env is restored and redeployed, and finish raises the table."""
+
+    def break_frontend(plan, reference):
+        if plan.name == "bizoholic-frontend":
+            world.vps.vps.mark_bad(reference)
+
+    summary = await flows.deploy(
+        world.plan(),
+        engine=FakeEngine(world.client, on_publish=break_frontend),
+        credentials=world.credentials(),
+        options=world.options(),
+    )
+
+    assert not summary.ok
+    by_service = rows(summary)
+    backend = by_service["brain-gateway"]
+    assert (backend.deploy_status, backend.health, backend.rolled_back) == ("done", "passed", "no")
+    for service in FRONTEND:
+        row = by_service[service]
+        assert (row.deploy_status, row.health, row.rolled_back) == ("error", "failed", "yes, healthy")
+    assert world.env(FRONTEND_ID) == world.envs[FRONTEND_ID], "the frontend env is restored byte for byte"
+    assert world.env(BACKEND_ID) == pinned_env(world.envs[BACKEND_ID], world, {"brain-gateway": backend.reference}), (
+        "the healthy earlier group keeps its new image"
+    )
+    titles = [row.title for row in world.dokploy.double.history(FRONTEND_ID)]
+    assert len(titles) == 2
+    assert "rollback" in titles[0]
+    assert "deploy" in titles[1]
+    assert any("/staging/bizoholic/health" in failure for failure in summary.failures)
+
+    with pytest.raises(flows.RunFailedError) as caught:
+        flows.finish(summary, "text")
+    message = str(caught.value)
+    assert message == render_text(summary)
+    assert "rolled back" in message
+    assert "yes, healthy" in message
+    assert summary.headline.endswith("FAILED")
+    assert summary.headline in message
+    assert_no_secrets(message)
+
+
+async def test_a_failed_backend_build_deploys_no_group(world):
+    """The first group has no image: it is not deployed, and neither is any group after it."""
+    error = BuildError(
+        "brain-gateway", "build", "`pip install -r requirements.txt` exited 1", "ERROR: no fastapi==99.0"
+    )
+    engine = FakeEngine(world.client, build_errors={"brain-gateway": error})
+
+    summary = await flows.deploy(world.plan(), engine=engine, credentials=world.credentials(), options=world.options())
+
+    assert not summary.ok
+    assert world.writes() == []
+    by_service = rows(summary)
+    assert (by_service["brain-gateway"].change, by_service["brain-gateway"].deploy_status) == ("failed", "skipped")
+    for service in FRONTEND:
+        assert (by_service[service].change, by_service[service].deploy_status) == ("built", "skipped")
+        assert "groups deploy in order" in by_service[service].error
+        assert f"staging-{SHORT}" in await tags_of(world.client, world.repository(service))
+    text = render_text(summary)
+    assert "brain-gateway: build failed: `pip install -r requirements.txt` exited 1" in text
+    assert "backend: not deployed: brain-gateway has no image (build failed)" in text
+    assert await tags_of(world.client, world.repository("brain-gateway")) == []
+
+
+async def test_a_failed_frontend_build_still_deploys_the_backend_before_it(world):
+    """A later group without an image is skipped; the earlier group deploys and is health-checked."""
+    error = BuildError("client-portal", "build", "`npm ci` exited 1", "npm ERR! code ERESOLVE")
+    engine = FakeEngine(world.client, build_errors={"client-portal": error})
+
+    summary = await flows.deploy(world.plan(), engine=engine, credentials=world.credentials(), options=world.options())
+
+    assert not summary.ok
+    by_service = rows(summary)
+    backend = by_service["brain-gateway"]
+    assert (backend.deploy_status, backend.health) == ("done", "passed")
+    assert world.env(BACKEND_ID) == pinned_env(world.envs[BACKEND_ID], world, {"brain-gateway": backend.reference})
+    assert world.env(FRONTEND_ID) == world.envs[FRONTEND_ID]
+    assert seqs(world, "compose.update", FRONTEND_ID) == seqs(world, "compose.deploy", FRONTEND_ID) == []
+    assert by_service["bizoholic-frontend"].change == "built"
+    assert by_service["bizoholic-frontend"].deploy_status == "skipped"
+    assert by_service["client-portal"].change == "failed"
+    assert "frontend: not deployed: client-portal has no image (build failed)" in summary.failures
+    assert "client-portal: build failed: `npm ci` exited 1" in render_text(summary)
+
+
+async def test_skip_build_pins_the_images_this_commit_published(world):
+    """--skip-build resolves staging-<sha> (not the moving tag) and pins each service by that digest."""
+    published = {}
+    for service in SERVICES:
+        published[service] = await world.seed(service, [f"staging-{SHORT}"])
+        await world.seed(service, ["staging"], revision="fedcba9876543210", payload=f"{service} newer".encode())
+    engine = FakeEngine(None)
+
+    summary = await flows.deploy(
+        world.plan(),
+        engine=engine,
+        credentials=world.credentials(registry_token=False),
+        options=world.options(skip_build=True),
+    )
+
+    assert summary.ok, render_text(summary)
+    assert engine.calls == []
+    by_service = rows(summary)
+    for service in SERVICES:
+        row = by_service[service]
+        assert (row.change, row.digest, row.tags) == ("reused", published[service], (f"staging-{SHORT}",))
+        assert row.reference == f"{world.image(service)}@{published[service]}"
+    assert world.env(BACKEND_ID) == pinned_env(
+        world.envs[BACKEND_ID], world, {"brain-gateway": by_service["brain-gateway"].reference}
+    )
+    assert world.env(FRONTEND_ID) == pinned_env(
+        world.envs[FRONTEND_ID], world, {s: by_service[s].reference for s in FRONTEND}
+    )
+
+
+async def test_skip_build_with_an_unpublished_image_names_it_before_touching_dokploy(world):
+    """One service has no staging-<sha> tag: UsageError naming the service and tag, no Dokploy request."""
+    for service in SERVICES[:2]:
+        await world.seed(service, [f"staging-{SHORT}"])
+
+    with pytest.raises(UsageError) as caught:
+        await flows.deploy(
+            world.plan(), engine=None, credentials=world.credentials(), options=world.options(skip_build=True)
+        )
+
+    assert f"client-portal: {world.image('client-portal')}:staging-{SHORT} is not in the registry" in str(caught.value)
+    assert world.dokploy.double.requests == []
+
+
+@pytest.mark.parametrize(
+    "tags", [("staging", "staging-{sha}"), ("{branch}-{sha}", "latest")], ids=["moving-tag-first", "moving-tag-last"]
+)
+async def test_a_dry_run_builds_and_checks_but_publishes_and_deploys_nothing(world, tags, capsys):
+    """--dry-run: built, tested and smoke-checked; no tag in the registry, no Dokploy POST, envs unchanged."""
+    config = world.write_config(staging_tags=tags)
+    engine = FakeEngine(world.client)
+
+    summary = await flows.deploy(
+        world.plan(config=config),
+        engine=engine,
+        credentials=world.credentials(),
+        options=world.options(dry_run=True),
+        progress=Progress(),
+    )
+
+    assert summary.ok, render_text(summary)
+    assert sorted(engine.calls) == sorted(
+        [("build", s) for s in SERVICES] + [("test", "brain-gateway"), ("smoke", "client-portal")]
+    )
+    for service in SERVICES:
+        assert await tags_of(world.client, world.repository(service)) == []
+    assert world.dokploy.double.requests, "the dry run reads the targets"
+    assert world.writes() == []
+    assert world.env(BACKEND_ID) == world.envs[BACKEND_ID]
+    assert world.env(FRONTEND_ID) == world.envs[FRONTEND_ID]
+    assert {o.deploy_status for o in summary.outcomes} == {"dry run"}
+    assert "dry run: nothing published or deployed" in summary.notes
+    # The check pins the commit's immutable tag, never the moving one.
+    err = capsys.readouterr().err
+    old = world.old_reference("brain-gateway")
+    assert f"would set BRAIN_GATEWAY_IMAGE {old} -> {world.image('brain-gateway')}:staging-{SHORT}" in err
+
+
+# -- refusals before any build ---------------------------------------------------
+
+
+async def test_publishing_to_a_remote_registry_without_a_token_names_the_argument(world):
+    """A non-loopback registry and no token: MissingSecretError naming --registry-token, nothing built."""
+    text = services_toml(registry_host="ghcr.io", dokploy_url=world.dokploy.url, vps_url=world.vps.url)
+    config = config_module.parse(text, file=str(world.config_path))
+    engine = FakeEngine(None)
+
+    with pytest.raises(MissingSecretError, match="--registry-token"):
+        await flows.deploy(
+            world.plan(config=config),
+            engine=engine,
+            credentials=world.credentials(registry_token=False),
+            options=world.options(),
+        )
+
+    assert engine.calls == []
+    assert world.dokploy.double.requests == []
+
+
+async def test_deploying_without_a_dokploy_key_names_the_argument(world):
+    """No Dokploy key: MissingSecretError naming --dokploy-key, before any build."""
+    engine = FakeEngine(world.client)
+
+    with pytest.raises(MissingSecretError, match="--dokploy-key"):
+        await flows.deploy(
+            world.plan(), engine=engine, credentials=world.credentials(dokploy_key=False), options=world.options()
+        )
+
+    assert engine.calls == []
+    for service in SERVICES:
+        assert await tags_of(world.client, world.repository(service)) == []
+
+
+async def test_a_group_without_a_target_is_named_with_the_fix(world):
+    """Production lacks the frontend's target: UsageError naming the group and the table to add, nothing built."""
+    config = world.write_config(frontend_in_production=False)
+    engine = FakeEngine(world.client)
+
+    with pytest.raises(UsageError) as caught:
+        await flows.deploy(
+            world.plan("production", config=config),
+            engine=engine,
+            credentials=world.credentials(),
+            options=world.options(),
+        )
+
+    message = str(caught.value)
+    assert "group frontend has no Dokploy target for 'production'" in message
+    assert "[groups.targets.production]" in message
+    assert engine.calls == []
+    assert world.dokploy.double.requests == []
+
+
+# -- promote ---------------------------------------------------------------------
+
+
+async def test_promote_copies_staging_digests_to_production_tags_and_deploys_them(world):
+    """Production's tags name staging's exact digests, and production's composes run them, healthy."""
+    staged = {s: await world.seed(s, ["staging", f"staging-{SHORT}"]) for s in SERVICES}
+
+    summary = await flows.promote(
+        world.config(),
+        source_env="staging",
+        target_env="production",
+        services=None,
+        credentials=world.credentials(),
+        options=world.options(),
+    )
+
+    assert summary.ok, render_text(summary)
+    assert summary.environment == "production"
+    by_service = rows(summary)
+    for service in SERVICES:
+        for tag in ("prod", f"prod-{SHORT}"):
+            assert (await world.client.resolve(world.repository(service), tag)).digest == staged[service]
+        row = by_service[service]
+        assert (row.change, row.digest, row.tags) == ("promoted", staged[service], ("prod", f"prod-{SHORT}"))
+        assert (row.deploy_status, row.health, row.rolled_back) == ("done", "passed", "no")
+    pins = {s: f"{world.image(s)}@{staged[s]}" for s in SERVICES}
+    assert world.env(BACKEND_PROD_ID) == pinned_env(
+        world.envs[BACKEND_PROD_ID], world, {"brain-gateway": pins["brain-gateway"]}, "production"
+    )
+    assert world.env(FRONTEND_PROD_ID) == pinned_env(
+        world.envs[FRONTEND_PROD_ID], world, {s: pins[s] for s in FRONTEND}, "production"
+    )
+    assert world.env(BACKEND_ID) == world.envs[BACKEND_ID]
+    assert world.dokploy.double.history(BACKEND_ID) == []
+    assert [r.status for r in world.dokploy.double.history(FRONTEND_PROD_ID)] == ["done"]
+
+
+@pytest.mark.parametrize("problem", ["missing", "dirty"])
+async def test_promote_refuses_before_moving_any_tag(world, problem):
+    """A missing staging image, or one built from a dirty tree, is named, and no service gets a production tag."""
+    for service in SERVICES[:2]:
+        await world.seed(service, ["staging", f"staging-{SHORT}"])
+    if problem == "dirty":
+        await world.seed("client-portal", ["staging"], revision=f"{SHA}-dirty")
+
+    with pytest.raises(UsageError) as caught:
+        await flows.promote(
+            world.config(),
+            source_env="staging",
+            target_env="production",
+            services=None,
+            credentials=world.credentials(),
+            options=world.options(),
+        )
+
+    message = str(caught.value)
+    assert f"cannot promote client-portal: {world.image('client-portal')}:staging" in message
+    if problem == "missing":
+        assert "does not exist" in message
+    else:
+        assert f"uncommitted changes ({SHA}-dirty)" in message
+    for service in SERVICES:
+        assert [t for t in await tags_of(world.client, world.repository(service)) if t.startswith("prod")] == []
+    assert world.writes() == []
+
+
+async def test_promote_reads_a_moving_tag_that_names_the_branch(world):
+    """Staging's moving tag is '{branch}-latest': promote resolves staging-latest; --no-deploy only moves tags."""
+    config = world.write_config(staging_tags=("{branch}-latest", "{branch}-{sha}"))
+    staged = {s: await world.seed(s, ["staging-latest"]) for s in SERVICES}
+
+    summary = await flows.promote(
+        config,
+        source_env="staging",
+        target_env="production",
+        services=["client-portal", "brain-gateway"],
+        credentials=world.credentials(dokploy_key=False),
+        options=world.options(),
+        deploy=False,
+    )
+
+    assert summary.ok, render_text(summary)
+    assert [o.service for o in summary.outcomes] == ["brain-gateway", "client-portal"]
+    for service in ("brain-gateway", "client-portal"):
+        assert (await world.client.resolve(world.repository(service), f"prod-{SHORT}")).digest == staged[service]
+    assert "prod" not in await tags_of(world.client, world.repository("bizoholic-frontend"))
+    assert world.dokploy.double.requests == []
+    assert {o.deploy_status for o in summary.outcomes} == {"not deployed"}
+
+
+# -- prune -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class History:
+    """brain-gateway's versions, oldest first (see ``seed_history``)."""
+
+    a: str
+    b: str
+    b_kids: list[str]
+    c: str
+    d: str
+    orphan: str
+    e: str
+    e_kids: list[str]
+    f: str
+
+
+async def seed_history(world: World, github: GitHubDouble) -> History:
+    """Push brain-gateway's history to the registry and record the same versions on the GitHub double.
+
+    Oldest first: A (tagged), index B with two platform children, C (pinned in production),
+    D (the moving tag prod), an old untagged orphan, index E with children, F (staging).
+    The frontend images have one tagged version each.
+    """
+    github.add_token(REGISTRY_TOKEN)
+    repo, package = world.repository("brain-gateway"), f"{PREFIX}brain-gateway"
+    start = datetime.now(UTC) - timedelta(days=30)
+    minute = iter(range(100))
+
+    def record(digest: str, *tags: str) -> None:
+        github.push(NAMESPACE, package, digest, tags, created_at=start + timedelta(minutes=next(minute)))
+
+    a = await push_image(world.client, repo, "staging-a000001", payload=b"A")
+    record(a, "staging-a000001")
+    b, b_kids = await push_index(world.client, repo, "staging-b000002", payload=b"B")
+    for kid in b_kids:
+        record(kid)
+    record(b, "staging-b000002")
+    c = await push_image(world.client, repo, "staging-c000003", payload=b"C")
+    record(c, "staging-c000003")
+    d = await push_image(world.client, repo, "prod", payload=b"D")
+    record(d, "prod")
+    orphan = await push_image(world.client, repo, None, payload=b"orphan")
+    record(orphan)
+    e, e_kids = await push_index(world.client, repo, "staging-e000005", payload=b"E")
+    for kid in e_kids:
+        record(kid)
+    record(e, "staging-e000005")
+    f = await push_image(world.client, repo, "staging", payload=b"F")
+    await world.client.copy_tag(repo, "staging", ["staging-f000006"])
+    record(f, "staging", "staging-f000006")
+    for service in FRONTEND:
+        digest = await push_image(world.client, world.repository(service), "staging", payload=service.encode())
+        github.push(NAMESPACE, f"{PREFIX}{service}", digest, ["staging"], created_at=start)
+    # C is what production runs.
+    compose = world.dokploy.double.composes[BACKEND_PROD_ID]
+    compose.env = (compose.env or "").replace(
+        world.old_reference("brain-gateway", "production"), f"{world.image('brain-gateway')}@{c}"
+    )
+    return History(a=a, b=b, b_kids=b_kids, c=c, d=d, orphan=orphan, e=e, e_kids=e_kids, f=f)
+
+
+def listed(summary: RunSummary, package: str, verb: str) -> set[str]:
+    """The short digests a prune summary says it deletes (or would) from ``package``."""
+    lines = [n for n in summary.notes if n.startswith(f"{package}: {verb} ")]
+    assert len(lines) == 1, summary.notes
+    return set(re.findall(r"sha256:[0-9a-f]{12}", lines[0]))
+
+
+def deleted(github: GitHubDouble, service: str) -> set[str]:
+    package = github.package(NAMESPACE, f"{PREFIX}{service}")
+    return {short(v.name) for v in package.versions if v.deleted_at is not None}
+
+
+async def test_prune_dry_run_lists_what_apply_then_deletes_exactly(world, github):
+    """Dry run deletes nothing and lists A, B, B's children and the orphan; --apply deletes exactly those."""
+    v = await seed_history(world, github)
+    options = world.options(github_api_url=github.url)
+    package = f"{PREFIX}brain-gateway"
+
+    dry = await flows.prune(
+        world.config(), keep=2, apply=False, owner_type="org", credentials=world.credentials(), options=options
+    )
+
+    assert dry.ok, render_text(dry)
+    assert [r.method for r in github.requests if r.method == "DELETE"] == []
+    would = listed(dry, package, "would delete")
+    assert would == {short(d) for d in [v.a, v.b, *v.b_kids, v.orphan]}
+    text = render_text(dry)
+    assert "kept 6, would delete 5" in text
+    for digest in would:
+        assert digest in text
+    assert "dry run: nothing deleted (pass --apply to delete)" in dry.notes
+
+    applied = await flows.prune(
+        world.config(), keep=2, apply=True, owner_type="org", credentials=world.credentials(), options=options
+    )
+
+    assert applied.ok, render_text(applied)
+    assert deleted(github, "brain-gateway") == would == listed(applied, package, "deleting")
+    active = {v.name for v in github.active(NAMESPACE, package)}
+    assert active == {v.c, v.d, v.e, *v.e_kids, v.f}
+    assert deleted(github, "bizoholic-frontend") == deleted(github, "client-portal") == set()
+    assert_no_secrets(rendered(dry), rendered(applied))
+
+
+async def test_prune_apply_without_a_dokploy_key_refuses_before_asking_github(world, github):
+    """Without the key nobody can tell what is deployed: --apply raises RetentionError and sends nothing."""
+    await seed_history(world, github)
+
+    with pytest.raises(RetentionError, match="--dokploy-key"):
+        await flows.prune(
+            world.config(),
+            keep=2,
+            apply=True,
+            owner_type="org",
+            credentials=world.credentials(dokploy_key=False),
+            options=world.options(github_api_url=github.url),
+        )
+
+    assert github.requests == []
+
+
+async def test_prune_fails_closed_when_a_manifest_cannot_be_read(world, github):
+    """A version the registry cannot serve, in the last image: RetentionError, and no image loses a version."""
+    await seed_history(world, github)
+    missing = "sha256:" + "d" * 64
+    github.push(NAMESPACE, f"{PREFIX}client-portal", missing, ["staging-d000004"])
+
+    with pytest.raises(RetentionError) as caught:
+        await flows.prune(
+            world.config(),
+            keep=2,
+            apply=True,
+            owner_type="org",
+            credentials=world.credentials(),
+            options=world.options(github_api_url=github.url),
+        )
+
+    assert f"{world.repository('client-portal')}@{missing}" in str(caught.value)
+    assert "nothing was deleted" in str(caught.value)
+    assert [r for r in github.requests if r.method == "DELETE"] == []
+    assert deleted(github, "brain-gateway") == set()
+
+
+async def test_prune_keeps_what_a_moving_tag_naming_the_branch_points_to(world, github):
+    """'{branch}-latest' renders to staging-latest, which protects its version like any moving tag."""
+    config = world.write_config(staging_tags=("{branch}-latest", "{branch}-{sha}"))
+    github.add_token(REGISTRY_TOKEN)
+    package = f"{PREFIX}brain-gateway"
+    start = datetime.now(UTC) - timedelta(days=10)
+    history = [["staging-latest", "staging-1111111"], ["staging-2222222"], ["staging-3333333"]]
+    digests = []
+    for minute, tags in enumerate(history):
+        digest = await world.seed("brain-gateway", tags, payload=f"brain {minute}".encode())
+        github.push(NAMESPACE, package, digest, tags, created_at=start + timedelta(minutes=minute))
+        digests.append(digest)
+    for service in FRONTEND:
+        github.push(NAMESPACE, f"{PREFIX}{service}", await world.seed(service, ["staging-latest"]), ["staging-latest"])
+
+    dry = await flows.prune(
+        config,
+        keep=1,
+        apply=False,
+        owner_type="org",
+        credentials=world.credentials(),
+        options=world.options(github_api_url=github.url),
+    )
+
+    assert listed(dry, package, "would delete") == {short(digests[1])}
+    assert "staging-latest" in dry.notes[0]
+
+
+# -- notify ----------------------------------------------------------------------
+
+
+async def test_a_deploy_posts_its_summary_to_the_webhook_once(world):
+    """notify.on success: one POST whose text carries the headline and a line per service."""
+    world.write_config(notify_on=("success", "failure"))
+    with serve_webhook() as hook:
+        summary = await flows.deploy(
+            world.plan(),
+            engine=FakeEngine(world.client),
+            credentials=world.credentials(webhook=hook.url),
+            options=world.options(),
+        )
+
+    assert summary.ok
+    assert len(hook.bodies) == 1
+    text = hook.payloads()[0]["text"]
+    assert text.startswith(summary.headline)
+    for service in SERVICES:
+        assert f"- {service}: built, deploy done, health passed" in text
+    assert not [n for n in summary.notes if n.startswith("notification")]
+
+
+@pytest.mark.parametrize("mode", ["error", "echo"])
+async def test_a_failing_webhook_adds_a_note_and_the_deploy_still_succeeds(world, mode, capsys, caplog):
+    """The hook answers 500 (or 404 echoing its URL): the run is OK with a note, and the URL is never shown."""
+    caplog.set_level(logging.INFO)
+    world.write_config(notify_on=("success",))
+    with serve_webhook() as hook:
+        hook.mode = mode
+        summary = await flows.deploy(
+            world.plan(),
+            engine=FakeEngine(world.client),
+            credentials=world.credentials(webhook=hook.url),
+            options=world.options(),
+            progress=Progress(),
+        )
+
+    assert summary.ok
+    assert len(hook.bodies) == 1
+    notes = [n for n in summary.notes if n.startswith("notification not sent")]
+    assert len(notes) == 1
+    assert f"answered HTTP {500 if mode == 'error' else 404}" in notes[0]
+    output = [rendered(summary), *capsys.readouterr(), caplog.text]
+    for text in output:
+        assert hook.url not in text
+        assert "s3cr3t-hook-token" not in text
+    assert_no_secrets(*output)
