@@ -13,12 +13,13 @@ import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-
-import dagger
-from dagger import dag
+from typing import TYPE_CHECKING
 
 from pipeline.errors import UsageError
 from pipeline.secret import SecretValue
+
+if TYPE_CHECKING:
+    import dagger
 
 ENGINE_VERSION = "0.21.11"
 
@@ -64,12 +65,16 @@ async def connected() -> AsyncIterator[None]:
     """An open engine session, with its progress on stderr."""
     if not engine_reachable():
         raise UsageError(NO_ENGINE)
+    import dagger  # noqa: PLC0415 - the SDK loads in ~1 s; only engine runs pay for it.
+
     async with dagger.connection(dagger.Config(log_output=sys.stderr)):
         yield
 
 
 def host_source(path: Path) -> dagger.Directory:
     """The host's source directory, without what builds never need."""
+    from dagger import dag  # noqa: PLC0415
+
     return dag.host().directory(str(path.resolve()), exclude=SOURCE_IGNORE)
 
 
@@ -77,4 +82,6 @@ def secret(value: SecretValue | None) -> dagger.Secret | None:
     """A SecretValue as a Dagger secret, named after where it came from."""
     if value is None:
         return None
+    from dagger import dag  # noqa: PLC0415
+
     return dag.set_secret(value.name.strip("-").replace("-", "_") or "secret", value.reveal())

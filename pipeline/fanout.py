@@ -19,10 +19,12 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeAlias, TypeVar
 
 import anyio
-import dagger
+
+if TYPE_CHECKING:
+    import dagger
 
 from pipeline.errors import BuildError, PipelineError, UsageError
 
@@ -109,6 +111,9 @@ def as_pipeline_error(service: str, step: str, error: BaseException) -> Pipeline
     error = first_error(error)
     if isinstance(error, PipelineError):
         return error
+    # Imported here: plans, deploys with --skip-build and status never load the Dagger SDK (~1 s).
+    import dagger  # noqa: PLC0415
+
     if isinstance(error, dagger.ExecError):
         command = " ".join(error.command)
         return BuildError(service, step, f"`{command}` exited {error.exit_code}", exec_output(error))

@@ -230,7 +230,6 @@ async def published_images(plan: Plan, registry: RegistryClient) -> dict[str, Im
             digest=found.digest,
             reference=tagging.pinned(service.image, found.digest),
             tags=(tag,),
-            note="--skip-build: deployed the published image",
         )
     return results
 

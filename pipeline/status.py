@@ -268,7 +268,17 @@ def render_table(report: StatusReport) -> str:
             )
         lines += _block(
             "health",
-            [[h.name, "up" if h.ok else "DOWN", h.detail, f"{h.latency_s * 1000:.0f}ms", h.url] for h in t.health]
+            [
+                # An unnamed check is labelled by its URL already: print it once.
+                [
+                    h.name,
+                    "up" if h.ok else "DOWN",
+                    h.detail,
+                    f"{h.latency_s * 1000:.0f}ms",
+                    "" if h.name == h.url else h.url,
+                ]
+                for h in t.health
+            ]
             or [["no checks configured"]],
         )
     return "\n".join(lines) + "\n"

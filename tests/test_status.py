@@ -101,7 +101,6 @@ services = ["client-portal"]
 application_id = "{frontend_id}"
 
 [[groups.targets.staging.health]]
-name = "portal"
 url = "{vps_url}/portal"
 """
     return config_module.parse(text, file="services.toml")
@@ -245,3 +244,14 @@ async def test_json_has_a_stable_shape(scene):
     assert set(backend["health"][0]) == {"name", "url", "ok", "status", "latency_ms", "detail"}
     assert data["targets"][2]["error"].startswith("Dokploy at")
     assert DB_PASSWORD not in json.dumps(data)
+
+
+async def test_an_unnamed_health_check_prints_its_url_once(scene):
+    """A check without a name is labelled by its URL, which is not repeated in the last column."""
+    report = await scene.status()
+    unnamed = [h for t in report.targets for h in t.health if h.name == h.url]
+    assert unnamed, "the scene has no unnamed health check"
+    lines = render_table(report).splitlines()
+    for check in unnamed:
+        (line,) = [line for line in lines if check.url in line]
+        assert line.count(check.url) == 1
