@@ -22,6 +22,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import dagger
@@ -159,9 +160,11 @@ class DaggerImageEngine:
         registry_user: str = "",
         token: dagger.Secret | None = None,
         prober_image: str = DEFAULT_PROBER_IMAGE,
+        reports_dir: Path | None = None,
         client: dagger.Client = dag,
     ) -> None:
         self._source = source
+        self._reports_dir = reports_dir
         self._username = registry_user
         self._token = token
         self._prober_image = prober_image
@@ -200,6 +203,27 @@ class DaggerImageEngine:
         await run_smoke(
             plan, built.native, prober_image=self._prober_image, run_id=uuid.uuid4().hex, client=self._client
         )
+
+    async def reports_directory(self, plan: ServicePlan) -> dagger.Directory:
+        """Build and test one service; its reports directory, even when the tests failed."""
+        if plan.service.test is None or not plan.service.test.reports:
+            raise UsageError(
+                f'{plan.name} declares no test reports: add reports = "/path/in/container" '
+                f"under [services.{plan.name}.test]"
+            )
+        report = await self.test(plan, await self.build(plan))
+        if not isinstance(report.reports, dagger.Directory):
+            raise UsageError(f"{plan.name}: its tests returned no reports directory")
+        return report.reports
+
+    async def read_reports(self, service: str, reports: object) -> dict[str, str]:
+        """The XML files of a service's test reports, exported to ``reports_dir/<service>`` when set."""
+        if not isinstance(reports, dagger.Directory):
+            return {}
+        if self._reports_dir is not None:
+            await reports.export(str(self._reports_dir / service))
+        paths = await reports.glob("**/*.xml")
+        return {path: await reports.file(path).contents() for path in sorted(paths)}
 
     async def publish(self, plan: ServicePlan, built: Built, address: str) -> str:
         """Push every platform to ``address`` as one image; return the digest-pinned reference."""

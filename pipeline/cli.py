@@ -16,14 +16,15 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from types import ModuleType
+from typing import Any, NoReturn
 
 import anyio
 
 from pipeline import config as config_module
 from pipeline import engine, flows, gitinfo
 from pipeline.errors import EXIT_USAGE, PipelineError
-from pipeline.plan import Plan, make_plan, render_json, render_table
+from pipeline.plan import Plan, debug_plan, make_plan, render_json, render_table
 from pipeline.progress import Progress
 from pipeline.secret import SecretValue
 from pipeline.summary import RunSummary, render_markdown, render_text, run_url_from_env, write_json, write_step_summary
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     test = commands.add_parser("test", help="build services and run their tests and smoke checks (needs an engine)")
     _source_options(test, source_required=True)
+    _reports_option(test)
     test.set_defaults(handler=run_test)
 
     publish = commands.add_parser("publish", help="build (or reuse), test and publish every service's tags")
@@ -177,6 +179,18 @@ def _dokploy_options(parser: argparse.ArgumentParser) -> None:
         default="DOKPLOY_API_KEY",
         help="environment variable holding the Dokploy API key (default: DOKPLOY_API_KEY)",
     )
+    parser.add_argument(
+        "--deploy-timeout",
+        type=float,
+        default=flows.DEPLOY_TIMEOUT_S,
+        help=f"seconds a Dokploy deployment may take (default: {flows.DEPLOY_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=flows.POLL_INTERVAL_S,
+        help=f"seconds between Dokploy status reads (default: {flows.POLL_INTERVAL_S:g})",
+    )
 
 
 def _build_options(parser: argparse.ArgumentParser) -> None:
@@ -184,6 +198,11 @@ def _build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-tests", action="store_true", help="emergencies only: publish without tests")
     parser.add_argument("--concurrency", type=int, default=0, help="services built at once (0: all)")
     parser.add_argument("--fail-fast", action="store_true", help="cancel the other builds at the first failure")
+    _reports_option(parser)
+
+
+def _reports_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reports-dir", type=Path, default=None, help="export each service's test reports here")
 
 
 def _summary_options(parser: argparse.ArgumentParser) -> None:
@@ -268,6 +287,8 @@ def _options(args: argparse.Namespace, **extra: object) -> flows.Options:
         "concurrency": getattr(args, "concurrency", 0),
         "fail_fast": getattr(args, "fail_fast", False),
         "rollback": not getattr(args, "no_rollback", False),
+        "deploy_timeout_s": getattr(args, "deploy_timeout", flows.DEPLOY_TIMEOUT_S),
+        "poll_interval_s": getattr(args, "poll_interval", flows.POLL_INTERVAL_S),
     }
     return flows.Options(**{**fields, **extra})  # type: ignore[arg-type]
 
@@ -276,12 +297,7 @@ async def run_build(args: argparse.Namespace) -> int:
     """``build``: build one service in the engine; export it when asked."""
     from pipeline import build as building  # noqa: PLC0415 - imports dagger only when an engine is used.
 
-    config = load_config(args)
-    config.service(args.service)
-    git = gitinfo.GitContext(branch="local", sha="unknown", event="debug", origin="python -m pipeline build")
-    plan = make_plan(
-        config, git, environment=next(iter(config.environments)), services=[args.service], source=args.source
-    )
+    plan = debug_plan(load_config(args), services=[args.service], source=args.source, origin="python -m pipeline build")
     service = plan.service(args.service)
     async with engine.connected():
         secrets = await building.named_build_secrets(service.service)
@@ -304,19 +320,16 @@ async def run_test(args: argparse.Namespace) -> int:
     """``test``: build the services and run their tests and smoke checks; publish nothing."""
     from pipeline import build as building  # noqa: PLC0415
 
-    config = load_config(args)
-    git = gitinfo.GitContext(branch="local", sha="unknown", event="test", origin="python -m pipeline test")
-    plan = make_plan(
-        config,
-        git,
-        environment=args.environment or next(iter(config.environments)),
+    plan = debug_plan(
+        load_config(args),
         services=args.services,
         source=args.source,
+        origin="python -m pipeline test",
+        environment=args.environment,
     )
     async with engine.connected():
-        summary = await flows.run_tests(
-            plan, engine=building.DaggerImageEngine(engine.host_source(args.source)), progress=Progress()
-        )
+        images = building.DaggerImageEngine(engine.host_source(args.source), reports_dir=args.reports_dir)
+        summary = await flows.run_tests(plan, engine=images, reports=images.read_reports, progress=Progress())
     return report(summary, args)
 
 
@@ -327,15 +340,13 @@ async def run_publish(args: argparse.Namespace) -> int:
     plan = load_plan(args)
     creds = credentials(args)
     async with engine.connected():
+        images = _image_engine(building, args, creds)
         summary = await flows.publish(
             plan,
-            engine=building.DaggerImageEngine(
-                engine.host_source(args.source),
-                registry_user=creds.registry_user,
-                token=engine.secret(creds.registry_token),
-            ),
+            engine=images,
             credentials=creds,
             options=_options(args),
+            reports=images.read_reports,
             progress=Progress(),
         )
     return report(summary, args)
@@ -352,18 +363,26 @@ async def run_deploy(args: argparse.Namespace) -> int:
     from pipeline import build as building  # noqa: PLC0415
 
     async with engine.connected():
+        images = _image_engine(building, args, creds)
         summary = await flows.deploy(
             plan,
-            engine=building.DaggerImageEngine(
-                engine.host_source(args.source),
-                registry_user=creds.registry_user,
-                token=engine.secret(creds.registry_token),
-            ),
+            engine=images,
             credentials=creds,
             options=options,
+            reports=images.read_reports,
             progress=Progress(),
         )
     return report(summary, args)
+
+
+def _image_engine(building: ModuleType, args: argparse.Namespace, creds: flows.Credentials) -> Any:
+    """The Dagger image engine for the host's source, with the registry credentials and report export."""
+    return building.DaggerImageEngine(
+        engine.host_source(args.source),
+        registry_user=creds.registry_user,
+        token=engine.secret(creds.registry_token),
+        reports_dir=args.reports_dir,
+    )
 
 
 async def run_promote(args: argparse.Namespace) -> int:

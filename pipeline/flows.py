@@ -10,7 +10,7 @@ a laptop and a run in Actions are the same code.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from pipeline import config as config_module
+from pipeline import junit
 from pipeline import tags as tagging
 from pipeline.composefile import parse_env
 from pipeline.config import Config, Environment
@@ -47,6 +48,12 @@ from pipeline.status import render_table as render_status_table
 from pipeline.summary import Change, Health, RunSummary, ServiceOutcome, render_markdown, render_text, to_json
 
 GITHUB_API_URL = "https://api.github.com"
+# Dokploy builds can take minutes; a stuck one must still end the run.
+DEPLOY_TIMEOUT_S = 900.0
+POLL_INTERVAL_S = 3.0
+
+# Reads a service's test reports (an engine handle) into {path: XML text}.
+ReportReader = Callable[[str, object], Awaitable[Mapping[str, str]]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,8 +80,8 @@ class Options:
     rollback: bool = True
     concurrency: int = 0
     fail_fast: bool = False
-    poll_interval_s: float = 3.0
-    deploy_timeout_s: float = 900.0
+    poll_interval_s: float = POLL_INTERVAL_S
+    deploy_timeout_s: float = DEPLOY_TIMEOUT_S
 
 
 class RunFailedError(PipelineError):
@@ -131,7 +138,9 @@ def require_targets(plan: Plan) -> None:
         )
 
 
-async def run_tests(plan: Plan, *, engine: ImageEngine[Any], progress: Progress | None = None) -> RunSummary:
+async def run_tests(
+    plan: Plan, *, engine: ImageEngine[Any], reports: ReportReader | None = None, progress: Progress | None = None
+) -> RunSummary:
     """Build each planned service and run its tests and smoke check; publish nothing."""
     started = _Clock()
     images = await produce(
@@ -144,7 +153,15 @@ async def run_tests(plan: Plan, *, engine: ImageEngine[Any], progress: Progress 
         dry_run=True,
         progress=progress,
     )
-    return _summary("test", plan, images, [], started, notes=("test run: nothing published",))
+    return _summary(
+        "test",
+        plan,
+        images,
+        [],
+        started,
+        notes=("test run: nothing published",),
+        test_failures=await _test_failures(images, reports),
+    )
 
 
 async def publish(
@@ -153,6 +170,7 @@ async def publish(
     engine: ImageEngine[Any],
     credentials: Credentials,
     options: Options,
+    reports: ReportReader | None = None,
     progress: Progress | None = None,
 ) -> RunSummary:
     """Reuse or build, test and publish every planned service; deploy nothing."""
@@ -161,7 +179,16 @@ async def publish(
         require_registry_token(plan.config, credentials)
     async with http_client() as http:
         images = await _images(plan, engine, registry_client(http, plan.config, credentials), options, progress)
-    return _summary("publish", plan, images, [], started, notes=_notes(options), run_url=options.run_url)
+    return _summary(
+        "publish",
+        plan,
+        images,
+        [],
+        started,
+        notes=_notes(options),
+        run_url=options.run_url,
+        test_failures=await _test_failures(images, reports),
+    )
 
 
 async def deploy(
@@ -170,6 +197,7 @@ async def deploy(
     engine: ImageEngine[Any] | None,
     credentials: Credentials,
     options: Options,
+    reports: ReportReader | None = None,
     progress: Progress | None = None,
 ) -> RunSummary:
     """Publish what changed, then deploy each group in order, gated on Dokploy's record and health."""
@@ -207,7 +235,16 @@ async def deploy(
             deploy_timeout_s=options.deploy_timeout_s,
             on_event=progress.note if progress else None,
         )
-        summary = _summary("deploy", plan, images, groups, started, notes=_notes(options), run_url=options.run_url)
+        summary = _summary(
+            "deploy",
+            plan,
+            images,
+            groups,
+            started,
+            notes=_notes(options),
+            run_url=options.run_url,
+            test_failures=await _test_failures(images, reports),
+        )
         summary = await _notify(http, plan.config, credentials, summary)
     return summary
 
@@ -638,8 +675,10 @@ def _summary(
     notes: Sequence[str] = (),
     run_url: str = "",
     change: Change | None = None,
+    test_failures: Mapping[str, Sequence[str]] | None = None,
 ) -> RunSummary:
     """One row per service: its image result joined with its group's deploy result."""
+    test_failures = test_failures or {}
     by_group = {g.group: g for g in groups}
     outcomes = []
     failures = []
@@ -648,6 +687,8 @@ def _summary(
         group = by_group.get(service.group)
         if image is not None and image.error is not None:
             failures.append(str(image.error))
+        # The failing test cases go right under their service's error, in the summary's error list.
+        failures += test_failures.get(service.name, [])
         outcomes.append(
             ServiceOutcome(
                 service=service.name,
@@ -684,6 +725,24 @@ def _summary(
         run_url=run_url,
         failures=tuple(dict.fromkeys(failures)),
     )
+
+
+async def _test_failures(images: Mapping[str, ImageResult], read: ReportReader | None) -> dict[str, list[str]]:
+    """Failed test cases from the JUnit reports of services whose tests failed."""
+    found: dict[str, list[str]] = {}
+    if read is None:
+        return found
+    for name, image in images.items():
+        if image.reports is None or image.tests != "failed":
+            continue
+        # Reports explain a failure; reading them must never add one (a test may die before writing any).
+        try:
+            texts = await read(name, image.reports)
+        except Exception as e:
+            found[name] = [f"{name}: test reports could not be read ({type(e).__name__}: {str(e)[:200]})"]
+            continue
+        found[name] = junit.summarize(name, texts)
+    return found
 
 
 def _change(image: ImageResult | None, override: Change | None) -> Change:

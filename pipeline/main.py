@@ -21,9 +21,8 @@ from pipeline.checks import DEFAULT_PROBER_IMAGE
 from pipeline.config import Config
 from pipeline.config import load as load_config
 from pipeline.engine import SOURCE_IGNORE
-from pipeline.gitinfo import GitContext
 from pipeline.gitinfo import resolve as resolve_git
-from pipeline.plan import Plan, make_plan, render_json, render_table
+from pipeline.plan import Plan, debug_plan, make_plan, render_json, render_table
 from pipeline.secret import SecretValue
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,6 +48,8 @@ DokployUrl = Annotated[str, Doc("Dokploy URL (default: [dokploy] url in services
 Concurrency = Annotated[int, Doc("services built at once (0: all)")]
 FailFast = Annotated[bool, Doc("cancel the other builds at the first failure")]
 SummaryFormat = Annotated[str, Doc("text, markdown or json")]
+DeployTimeout = Annotated[float, Doc("seconds a Dokploy deployment may take before it counts as stuck")]
+PollInterval = Annotated[float, Doc("seconds between reads of Dokploy's deployment record")]
 SmokeProber = Annotated[str, Doc("image that probes smoke checks (needs sh and wget), or 'self': the built image")]
 NotifyWebhook = Annotated[
     dagger.Secret | None, Doc("Slack-compatible incoming webhook URL, e.g. env://SLACK_WEBHOOK_URL")
@@ -83,10 +84,9 @@ class Pipeline:
     ) -> dagger.Container:
         """Build one service's image, to chain terminal, with-exec, export or publish on it."""
         local = await self._local()
-        config = load_config(local / self.config)
-        config.service(service)
-        git = GitContext(branch="local", sha="unknown", event="debug", origin="dagger call build")
-        plan = make_plan(config, git, environment=next(iter(config.environments)), services=[service], source=local)
+        plan = debug_plan(
+            load_config(local / self.config), services=[service], source=local, origin="dagger call build"
+        )
         service_plan = plan.service(service)
         secrets = await building.named_build_secrets(service_plan.service)
         return building.build_container(
@@ -101,12 +101,19 @@ class Pipeline:
     ) -> str:
         """Build one service and run its tests and smoke check."""
         local = await self._local()
-        config = load_config(local / self.config)
-        git = GitContext(branch="local", sha="unknown", event="test", origin="dagger call test")
-        plan = make_plan(config, git, environment=next(iter(config.environments)), services=[service], source=local)
+        plan = debug_plan(load_config(local / self.config), services=[service], source=local, origin="dagger call test")
         engine = building.DaggerImageEngine(self.source, prober_image=smoke_prober)
-        summary = await flows.run_tests(plan, engine=engine)
+        summary = await flows.run_tests(plan, engine=engine, reports=engine.read_reports)
         return flows.finish(summary, "text")
+
+    @uncached
+    async def test_reports(self, service: Annotated[str, Doc("the service whose tests to run")]) -> dagger.Directory:
+        """Run one service's tests and return its reports directory, to chain export --path=reports."""
+        local = await self._local()
+        plan = debug_plan(
+            load_config(local / self.config), services=[service], source=local, origin="dagger call test-reports"
+        ).service(service)
+        return await building.DaggerImageEngine(self.source).reports_directory(plan)
 
     @uncached
     async def publish(
@@ -126,11 +133,13 @@ class Pipeline:
     ) -> str:
         """Build (or reuse), test and publish every service's tags; deploy nothing."""
         plan = await self._plan(branch=branch, sha=sha, environment=environment, services=services)
+        engine = building.DaggerImageEngine(
+            self.source, registry_user=registry_user, token=registry_token, prober_image=smoke_prober
+        )
         summary = await flows.publish(
             plan,
-            engine=building.DaggerImageEngine(
-                self.source, registry_user=registry_user, token=registry_token, prober_image=smoke_prober
-            ),
+            engine=engine,
+            reports=engine.read_reports,
             credentials=await _credentials(registry_user=registry_user, registry_token=registry_token),
             options=flows.Options(
                 force_build=force_build, skip_tests=skip_tests, concurrency=concurrency, fail_fast=fail_fast
@@ -161,14 +170,18 @@ class Pipeline:
         summary_format: SummaryFormat = "text",
         notify_webhook: NotifyWebhook = None,
         smoke_prober: SmokeProber = DEFAULT_PROBER_IMAGE,
+        deploy_timeout: DeployTimeout = flows.DEPLOY_TIMEOUT_S,
+        poll_interval: PollInterval = flows.POLL_INTERVAL_S,
     ) -> str:
         """Build what changed, publish it, then deploy each group in order, gated on health."""
         plan = await self._plan(branch=branch, sha=sha, environment=environment, services=services, event=event)
+        engine = building.DaggerImageEngine(
+            self.source, registry_user=registry_user, token=registry_token, prober_image=smoke_prober
+        )
         summary = await flows.deploy(
             plan,
-            engine=building.DaggerImageEngine(
-                self.source, registry_user=registry_user, token=registry_token, prober_image=smoke_prober
-            ),
+            engine=engine,
+            reports=engine.read_reports,
             credentials=await _credentials(
                 registry_user=registry_user,
                 registry_token=registry_token,
@@ -185,6 +198,8 @@ class Pipeline:
                 rollback=not no_rollback,
                 concurrency=concurrency,
                 fail_fast=fail_fast,
+                deploy_timeout_s=deploy_timeout,
+                poll_interval_s=poll_interval,
             ),
         )
         return flows.finish(summary, summary_format)
@@ -203,6 +218,8 @@ class Pipeline:
         no_rollback: Annotated[bool, Doc("leave a failed group as it is instead of rolling back")] = False,
         run_url: Annotated[str, Doc("link to this run, for the summary")] = "",
         summary_format: SummaryFormat = "text",
+        deploy_timeout: DeployTimeout = flows.DEPLOY_TIMEOUT_S,
+        poll_interval: PollInterval = flows.POLL_INTERVAL_S,
     ) -> str:
         """Copy the exact digests of one environment onto another's tags, then deploy them."""
         config = load_config(await self._local() / self.config)
@@ -214,7 +231,13 @@ class Pipeline:
             credentials=await _credentials(
                 registry_user=registry_user, registry_token=registry_token, dokploy_key=dokploy_key
             ),
-            options=flows.Options(dokploy_url=dokploy_url, run_url=run_url, rollback=not no_rollback),
+            options=flows.Options(
+                dokploy_url=dokploy_url,
+                run_url=run_url,
+                rollback=not no_rollback,
+                deploy_timeout_s=deploy_timeout,
+                poll_interval_s=poll_interval,
+            ),
             deploy=not no_deploy,
         )
         return flows.finish(summary, summary_format)

@@ -175,6 +175,16 @@ def make_plan(
     )
 
 
+def debug_plan(
+    config: Config, *, services: Sequence[str] | str | None, source: Path, origin: str, environment: str = ""
+) -> Plan:
+    """A plan for building or testing outside a release: nothing is tagged, the revision is 'unknown'."""
+    git = GitContext(branch="local", sha="unknown", event="debug", origin=origin)
+    return make_plan(
+        config, git, environment=environment or next(iter(config.environments)), services=services, source=source
+    )
+
+
 def to_dict(plan: Plan) -> dict[str, object]:
     """The plan as plain data, for ``--format json``."""
     return {

@@ -265,3 +265,40 @@ async def test_the_engine_publishes_with_its_credentials(engine):
     assert reference.endswith(DIGEST)
     (asked,) = engine.asked_for("publish")
     assert ("withRegistryAuth", {"address": "ghcr.io", "username": "bot", "secret": query(token)}) in asked
+
+
+async def test_reports_are_read_as_xml_files_and_exported_when_asked(engine, tmp_path):
+    """read_reports globs the reports directory for XML, reads each file, and exports it first."""
+    client = dagger.Client()
+    reports = source(client).directory("reports")
+    engine.answers["glob"] = lambda q: ["sub/b.xml", "a.xml"]
+    engine.answers["contents"] = lambda q: f"<testsuite name='{q[-2][1]['path']}'/>"
+    engine.answers["export"] = lambda q: q[-1][1]["path"]
+    images = DaggerImageEngine(source(client), reports_dir=tmp_path, client=client)
+
+    texts = await images.read_reports("api", reports)
+
+    assert texts == {"a.xml": "<testsuite name='a.xml'/>", "sub/b.xml": "<testsuite name='sub/b.xml'/>"}
+    (exported,) = engine.asked_for("export")
+    assert exported[-1][1]["path"] == str(tmp_path / "api")
+    assert engine.asked_for("glob")[0][-1][1] == {"pattern": "**/*.xml"}
+
+
+async def test_reports_of_something_else_than_a_directory_are_none(engine):
+    """A fake or absent reports handle gives no files and asks the engine nothing."""
+    images = DaggerImageEngine(source(dagger.Client()), client=dagger.Client())
+
+    assert await images.read_reports("api", None) == {}
+    assert engine.requests == []
+
+
+async def test_test_reports_needs_a_declared_reports_path(engine):
+    """A service without test.reports gets a message saying where to declare them."""
+    images = DaggerImageEngine(source(dagger.Client()), client=dagger.Client())
+
+    with pytest.raises(UsageError) as caught:
+        await images.reports_directory(make_plan())
+    assert str(caught.value) == (
+        'api declares no test reports: add reports = "/path/in/container" under [services.api.test]'
+    )
+    assert engine.requests == []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import pytest
 from pipeline import config as config_module
 from pipeline import flows
 from pipeline.errors import BuildError, MissingSecretError, RetentionError, UsageError
+from pipeline.images import TestReport
 from pipeline.progress import Progress
 from pipeline.retention import short
 from pipeline.summary import RunSummary, ServiceOutcome, render_markdown, render_text, to_json
@@ -212,6 +213,77 @@ async def test_a_failed_backend_build_deploys_no_group(world):
     assert "brain-gateway: build failed: `pip install -r requirements.txt` exited 1" in text
     assert "backend: not deployed: brain-gateway has no image (build failed)" in text
     assert await tags_of(world.client, world.repository("brain-gateway")) == []
+
+
+class FailingTestsEngine(FakeEngine):
+    """The frontend's tests fail and leave JUnit reports behind (a handle the reader understands)."""
+
+    async def test(self, plan, built):
+        if plan.name != "client-portal":
+            return await super().test(plan, built)
+        error = BuildError(plan.name, "test", "`npm test` exited 1", "2 failing")
+        return TestReport(error=error, reports=f"reports of {plan.name}")
+
+
+def with_portal_tests(world: World) -> config_module.Config:
+    """The world's config, with tests (and a reports path) declared for client-portal."""
+    config = world.config()
+    tests = config_module.TestSpec(command=("npm", "test"), reports="/app/reports")
+    services = {**config.services, "client-portal": replace(config.services["client-portal"], test=tests)}
+    return replace(config, services=services)
+
+
+JUNIT = """<testsuite name="jest">
+  <testcase classname="login" name="accepts a valid user"/>
+  <testcase classname="login" name="rejects a bad password"><failure message="expected 401, got 500"/></testcase>
+  <testcase classname="cart" name="adds an item"><error message="TypeError: cart is undefined"/></testcase>
+</testsuite>"""
+
+
+async def test_failed_tests_from_junit_reports_are_listed_in_the_summary(world):
+    """A service whose tests fail is not published, and its failing cases appear under its error."""
+    read = []
+
+    async def reports(service, handle):
+        read.append((service, handle))
+        return {"junit.xml": JUNIT}
+
+    summary = await flows.publish(
+        world.plan(config=with_portal_tests(world)),
+        engine=FailingTestsEngine(world.client),
+        credentials=world.credentials(),
+        options=world.options(),
+        reports=reports,
+    )
+
+    assert read == [("client-portal", "reports of client-portal")]  # only failing services are read
+    assert list(summary.failures) == [
+        "client-portal: test failed: `npm test` exited 1\n2 failing",
+        "client-portal: login::rejects a bad password failed: expected 401, got 500",
+        "client-portal: cart::adds an item errored: TypeError: cart is undefined",
+    ]
+    assert "client-portal: login::rejects a bad password failed" in render_markdown(summary)
+    assert await tags_of(world.client, world.repository("client-portal")) == []
+
+
+async def test_unreadable_reports_are_noted_without_hiding_the_test_failure(world):
+    """Tests that died before writing reports: the failure stays, with a line saying why no cases are listed."""
+
+    async def reports(service, handle):
+        raise FileNotFoundError("no such file or directory: /reports")
+
+    summary = await flows.publish(
+        world.plan(config=with_portal_tests(world)),
+        engine=FailingTestsEngine(world.client),
+        credentials=world.credentials(),
+        options=world.options(),
+        reports=reports,
+    )
+
+    assert summary.failures[0].startswith("client-portal: test failed: `npm test` exited 1")
+    assert summary.failures[1] == (
+        "client-portal: test reports could not be read (FileNotFoundError: no such file or directory: /reports)"
+    )
 
 
 async def test_a_failed_frontend_build_still_deploys_the_backend_before_it(world):

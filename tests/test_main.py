@@ -93,6 +93,7 @@ def test_every_function_registers(registration):
         "plan",
         "build",
         "test",
+        "test_reports",
         "publish",
         "deploy",
         "promote",
@@ -102,7 +103,7 @@ def test_every_function_registers(registration):
     }
 
 
-@pytest.mark.parametrize("name", ["test", "publish", "deploy", "promote", "prune", "doctor", "status"])
+@pytest.mark.parametrize("name", ["test", "test_reports", "publish", "deploy", "promote", "prune", "doctor", "status"])
 def test_functions_with_side_effects_are_never_cached(registration, name):
     """A cached deploy would be a cache hit that publishes and deploys nothing."""
     policies = [args for step, args in functions(registration)[name] if step == "withCachePolicy"]
@@ -120,6 +121,12 @@ def test_build_returns_a_container_to_chain_on(registration):
     steps = functions(registration)["build"]
     return_type = steps[0][1]["returnType"]
     assert ["withObject", {"name": "Container"}] in return_type
+
+
+def test_test_reports_returns_a_directory_to_export(registration):
+    """`dagger call test-reports --service=X export --path=reports` needs a Directory."""
+    return_type = functions(registration)["test_reports"][0][1]["returnType"]
+    assert ["withObject", {"name": "Directory"}] in return_type
 
 
 def test_secret_arguments_are_dagger_secrets(registration):
