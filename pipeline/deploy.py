@@ -38,6 +38,7 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.health import DEFAULT_INTERVAL_S, HealthResult, check_all, raise_for_failures
+from pipeline.progress import format_duration
 from pipeline.retry import Clock, pause
 
 GroupStatus = Literal["done", "error", "cancelled", "timeout", "skipped", "dry run"]
@@ -555,7 +556,10 @@ async def _deploy_group(
         outcomes = await check_all(http, target.health, interval_s=health_interval_s, clock=clock)
         health = tuple(result for result, _ in outcomes)
         raise_for_failures(outcomes)
-        emit(f"{name}: healthy ({len(health)} check{'s' if len(health) != 1 else ''})")
+        emit(
+            f"{name}: deployed and healthy ({len(health)} check{'s' if len(health) != 1 else ''}) "
+            f"in {format_duration(clock() - started)}"
+        )
         return GroupResult(
             group=name,
             target=target,
@@ -581,7 +585,7 @@ async def _deploy_group(
         elif isinstance(failure, DeploymentTimeoutError):
             status = "timeout"
         error = f"deployment {deployment_id} is done, but {failure}" if stage == "health" else str(failure)
-        emit(f"{name}: failed: {error}")
+        emit(f"{name}: failed after {format_duration(clock() - started)}: {error}")
         outcome: RollbackOutcome = "no"
         rollback_error = ""
         if rollback:

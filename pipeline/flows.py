@@ -38,7 +38,7 @@ from pipeline.images import ImageEngine, ImageResult, produce
 from pipeline.notify import notify
 from pipeline.packages import GitHubPackages
 from pipeline.plan import Plan, ServicePlan
-from pipeline.progress import Progress
+from pipeline.progress import Progress, Span
 from pipeline.registry import RegistryClient, is_loopback_host
 from pipeline.retention import RetentionPlan, apply_plan, collect_children, plan_retention, short
 from pipeline.secret import SecretValue
@@ -215,12 +215,15 @@ async def deploy(
                 raise UsageError(
                     "building needs a Dagger engine: run through `dagger call deploy`, or pass --skip-build"
                 )
+            phase = _phase(progress, "build, test and publish")
             images = await _images(plan, engine, registry, options, progress)
+            _end(phase, [f"{name}: {r.step} failed" for name, r in images.items() if r.error is not None])
         pins = {name: r.reference for name, r in images.items() if r.reference}
         skip = {name: f"{r.step or 'build'} failed" for name, r in images.items() if not r.reference}
         if options.dry_run:
             # Nothing was published, so each group is checked against its current images.
             pins, skip = {name: f"{s.image}:{_immutable_tag(plan, s)}" for name, s in _by_name(plan).items()}, {}
+        phase = _phase(progress, f"deploy {plan.environment}: {', '.join(g.name for g in plan.groups)}")
         groups = await deploy_groups(
             plan.config,
             plan.environment,
@@ -235,6 +238,7 @@ async def deploy(
             deploy_timeout_s=options.deploy_timeout_s,
             on_event=progress.note if progress else None,
         )
+        _end(phase, [f"{g.group}: {g.status}" for g in groups if not g.ok and g.status != "skipped"])
         summary = _summary(
             "deploy",
             plan,
@@ -571,6 +575,17 @@ async def _images(
         dry_run=options.dry_run,
         progress=progress,
     )
+
+
+def _phase(progress: Progress | None, title: str) -> Span | None:
+    """Start a progress phase line, when someone is watching."""
+    return progress.phase(title) if progress is not None else None
+
+
+def _end(phase: Span | None, failures: Sequence[str]) -> None:
+    """End a phase from its results: these flows report failures as results, not exceptions."""
+    if phase is not None:
+        phase.end(PipelineError("; ".join(failures)) if failures else None)
 
 
 def _by_name(plan: Plan) -> dict[str, ServicePlan]:

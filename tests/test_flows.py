@@ -8,6 +8,7 @@ Waits are scaled down through ``flows.Options`` and services.toml's health timeo
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -190,6 +191,32 @@ async def test_a_failed_frontend_health_gate_rolls_the_frontend_back_and_fails_t
     assert summary.headline.endswith("FAILED")
     assert summary.headline in message
     assert_no_secrets(message)
+
+
+async def test_progress_lines_show_each_phase_and_group_ending_as_it_really_did(world):
+    """The build phase ends ok; the deploy phase and the failing group say FAILED, each with a duration."""
+
+    def break_frontend(plan, reference):
+        if plan.name == "bizoholic-frontend":
+            world.vps.vps.mark_bad(reference)
+
+    out = io.StringIO()
+    await flows.deploy(
+        world.plan(),
+        engine=FakeEngine(world.client, on_publish=break_frontend),
+        credentials=world.credentials(),
+        options=world.options(),
+        progress=Progress(stream=out),
+    )
+
+    lines = out.getvalue().splitlines()
+    phases = [line for line in lines if line.startswith("== ")]
+    assert phases[0] == "== build, test and publish"
+    assert re.fullmatch(r"== build, test and publish: ok \(\d+\.\ds\)", phases[1])
+    assert phases[2] == "== deploy staging: backend, frontend"
+    assert re.fullmatch(r"== deploy staging: backend, frontend: FAILED \(\d+\.\ds\): frontend: error", phases[3])
+    assert any(re.fullmatch(r"note: backend: deployed and healthy \(1 check\) in \d+\.\ds", line) for line in lines)
+    assert any(re.match(r"note: frontend: failed after \d+\.\ds: ", line) for line in lines)
 
 
 async def test_a_failed_backend_build_deploys_no_group(world):
