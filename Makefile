@@ -42,7 +42,7 @@ status: $(READY)
 	$(BIN)/python -m pipeline status $(ARGS)
 
 e2e: $(READY)
-	$(BIN)/pytest -m e2e -rs tests/e2e $(ARGS)
+	PIPELINE_E2E_REQUIRED=1 $(BIN)/pytest -m e2e -rs tests/e2e $(ARGS)
 
 bench: $(READY)
 	$(BIN)/python -m bench.bench_deploy && $(BIN)/python -m bench.bench_promote && $(BIN)/python -m bench.bench_plan
