@@ -446,7 +446,7 @@ async def test_malformed_health_url_fails(world):
 
 def test_health_url_problems_are_named():
     """Each kind of malformed health URL gets its own reason; good ones get none."""
-    assert health_url_problem("http://194.238.16.237:8001/health") == ""
+    assert health_url_problem("http://192.0.2.10:8001/health") == ""  # TEST-NET-1: parsed, never contacted
     assert health_url_problem("https://api.example.com/") == ""
     assert "IPv4" in health_url_problem("http://999.1.1.1/")
     assert "host name" in health_url_problem("http://bad_host!/")
