@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.dokploy_double",
     "tests.support.github_double",
     "tests.support.engine_double",
+    "tests.support.world",
 ]

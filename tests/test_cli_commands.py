@@ -57,6 +57,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 async def world(
     tmp_path: Path, registry: RunningRegistry, dokploy: RunningDokploy, vps: RunningVps, http: httpx.AsyncClient
 ) -> World:
+    """The shared world, but with deployments that take no time: each CLI run is a real subprocess."""
     return make_world(
         tmp_path / "repo", registry_host=registry.host, dokploy=dokploy, vps=vps, http=http, durations_s=0.0
     )

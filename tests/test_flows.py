@@ -1,8 +1,8 @@
-"""Integration tests of pipeline.flows: deploy, promote, prune and notify, end to end on loopback.
+"""Integration tests of pipeline.flows (and pipeline.run): publish, deploy, test reports and notify.
 
 Images go to a real registry (Debian's docker-registry) through a fake engine that
 pushes labelled synthetic images; deploys go to the Dokploy double and are gated
-on the VPS double's health endpoints; prune talks to the GitHub Packages double.
+on the VPS double's health endpoints.
 Waits are scaled down through ``flows.Options`` and services.toml's health timeout.
 """
 
@@ -11,80 +11,33 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from dataclasses import replace
 
-import httpx
 import pytest
 
 from pipeline import config as config_module
 from pipeline import flows
-from pipeline.errors import BuildError, MissingSecretError, RetentionError, UsageError
+from pipeline.errors import BuildError, MissingSecretError, UsageError
 from pipeline.images import TestReport
 from pipeline.progress import Progress
-from pipeline.retention import short
-from pipeline.summary import RunSummary, ServiceOutcome, render_markdown, render_text, to_json
-from tests.support.dokploy_double import ADMIN_KEY, BACKEND_ID, FRONTEND_ID, RunningDokploy, RunningVps
-from tests.support.github_double import GitHubDouble
-from tests.support.images import push_image, push_index
-from tests.support.registry import RunningRegistry, loopback_http
+from pipeline.summary import render_markdown, render_text
+from tests.support.dokploy_double import BACKEND_ID, FRONTEND_ID
 from tests.support.webhook import serve_webhook
 from tests.support.world import (
     BACKEND_PROD_ID,
-    FRONTEND_PROD_ID,
-    NAMESPACE,
-    PREFIX,
-    REGISTRY_TOKEN,
     SERVICES,
-    SHA,
     SHORT,
     FakeEngine,
     World,
-    make_world,
+    assert_no_secrets,
+    pinned_env,
+    rendered,
+    rows,
     services_toml,
     tags_of,
 )
 
 FRONTEND = ("bizoholic-frontend", "client-portal")
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with loopback_http() as client:
-        yield client
-
-
-@pytest.fixture
-async def world(
-    tmp_path: Path, registry: RunningRegistry, dokploy: RunningDokploy, vps: RunningVps, http: httpx.AsyncClient
-) -> World:
-    return make_world(tmp_path / "repo", registry_host=registry.host, dokploy=dokploy, vps=vps, http=http)
-
-
-def rendered(summary: RunSummary) -> str:
-    """Every rendering of a summary, for checks that hold for all of them."""
-    return render_text(summary) + render_markdown(summary) + to_json(summary)
-
-
-def assert_no_secrets(*texts: str) -> None:
-    for text in texts:
-        assert ADMIN_KEY not in text
-        assert REGISTRY_TOKEN not in text
-
-
-def rows(summary: RunSummary) -> dict[str, ServiceOutcome]:
-    return {o.service: o for o in summary.outcomes}
-
-
-def pinned_env(original: str, world: World, pins: dict[str, str], environment: str = "staging") -> str:
-    """``original`` with each service's old reference replaced by its pin, every other byte kept."""
-    for service, reference in pins.items():
-        old = world.old_reference(service, environment)
-        assert original.count(old) == 1
-        original = original.replace(old, reference)
-    return original
 
 
 def seqs(world: World, procedure: str, compose_id: str) -> list[int]:
@@ -465,270 +418,6 @@ async def test_a_group_without_a_target_is_named_with_the_fix(world):
     assert "[groups.targets.production]" in message
     assert engine.calls == []
     assert world.dokploy.double.requests == []
-
-
-# -- promote ---------------------------------------------------------------------
-
-
-async def test_promote_copies_staging_digests_to_production_tags_and_deploys_them(world):
-    """Production's tags name staging's exact digests, and production's composes run them, healthy."""
-    staged = {s: await world.seed(s, ["staging", f"staging-{SHORT}"]) for s in SERVICES}
-
-    summary = await flows.promote(
-        world.config(),
-        source_env="staging",
-        target_env="production",
-        services=None,
-        credentials=world.credentials(),
-        options=world.options(),
-    )
-
-    assert summary.ok, render_text(summary)
-    assert summary.environment == "production"
-    by_service = rows(summary)
-    for service in SERVICES:
-        for tag in ("prod", f"prod-{SHORT}"):
-            assert (await world.client.resolve(world.repository(service), tag)).digest == staged[service]
-        row = by_service[service]
-        assert (row.change, row.digest, row.tags) == ("promoted", staged[service], ("prod", f"prod-{SHORT}"))
-        assert (row.deploy_status, row.health, row.rolled_back) == ("done", "passed", "no")
-    pins = {s: f"{world.image(s)}@{staged[s]}" for s in SERVICES}
-    assert world.env(BACKEND_PROD_ID) == pinned_env(
-        world.envs[BACKEND_PROD_ID], world, {"brain-gateway": pins["brain-gateway"]}, "production"
-    )
-    assert world.env(FRONTEND_PROD_ID) == pinned_env(
-        world.envs[FRONTEND_PROD_ID], world, {s: pins[s] for s in FRONTEND}, "production"
-    )
-    assert world.env(BACKEND_ID) == world.envs[BACKEND_ID]
-    assert world.dokploy.double.history(BACKEND_ID) == []
-    assert [r.status for r in world.dokploy.double.history(FRONTEND_PROD_ID)] == ["done"]
-
-
-@pytest.mark.parametrize("problem", ["missing", "dirty"])
-async def test_promote_refuses_before_moving_any_tag(world, problem):
-    """A missing staging image, or one built from a dirty tree, is named, and no service gets a production tag."""
-    for service in SERVICES[:2]:
-        await world.seed(service, ["staging", f"staging-{SHORT}"])
-    if problem == "dirty":
-        await world.seed("client-portal", ["staging"], revision=f"{SHA}-dirty")
-
-    with pytest.raises(UsageError) as caught:
-        await flows.promote(
-            world.config(),
-            source_env="staging",
-            target_env="production",
-            services=None,
-            credentials=world.credentials(),
-            options=world.options(),
-        )
-
-    message = str(caught.value)
-    assert f"cannot promote client-portal: {world.image('client-portal')}:staging" in message
-    if problem == "missing":
-        assert "does not exist" in message
-    else:
-        assert f"uncommitted changes ({SHA}-dirty)" in message
-    for service in SERVICES:
-        assert [t for t in await tags_of(world.client, world.repository(service)) if t.startswith("prod")] == []
-    assert world.writes() == []
-
-
-async def test_promote_reads_a_moving_tag_that_names_the_branch(world):
-    """Staging's moving tag is '{branch}-latest': promote resolves staging-latest; --no-deploy only moves tags."""
-    config = world.write_config(staging_tags=("{branch}-latest", "{branch}-{sha}"))
-    staged = {s: await world.seed(s, ["staging-latest"]) for s in SERVICES}
-
-    summary = await flows.promote(
-        config,
-        source_env="staging",
-        target_env="production",
-        services=["client-portal", "brain-gateway"],
-        credentials=world.credentials(dokploy_key=False),
-        options=world.options(),
-        deploy=False,
-    )
-
-    assert summary.ok, render_text(summary)
-    assert [o.service for o in summary.outcomes] == ["brain-gateway", "client-portal"]
-    for service in ("brain-gateway", "client-portal"):
-        assert (await world.client.resolve(world.repository(service), f"prod-{SHORT}")).digest == staged[service]
-    assert "prod" not in await tags_of(world.client, world.repository("bizoholic-frontend"))
-    assert world.dokploy.double.requests == []
-    assert {o.deploy_status for o in summary.outcomes} == {"not deployed"}
-
-
-# -- prune -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class History:
-    """brain-gateway's versions, oldest first (see ``seed_history``)."""
-
-    a: str
-    b: str
-    b_kids: list[str]
-    c: str
-    d: str
-    orphan: str
-    e: str
-    e_kids: list[str]
-    f: str
-
-
-async def seed_history(world: World, github: GitHubDouble) -> History:
-    """Push brain-gateway's history to the registry and record the same versions on the GitHub double.
-
-    Oldest first: A (tagged), index B with two platform children, C (pinned in production),
-    D (the moving tag prod), an old untagged orphan, index E with children, F (staging).
-    The frontend images have one tagged version each.
-    """
-    github.add_token(REGISTRY_TOKEN)
-    repo, package = world.repository("brain-gateway"), f"{PREFIX}brain-gateway"
-    start = datetime.now(UTC) - timedelta(days=30)
-    minute = iter(range(100))
-
-    def record(digest: str, *tags: str) -> None:
-        github.push(NAMESPACE, package, digest, tags, created_at=start + timedelta(minutes=next(minute)))
-
-    a = await push_image(world.client, repo, "staging-a000001", payload=b"A")
-    record(a, "staging-a000001")
-    b, b_kids = await push_index(world.client, repo, "staging-b000002", payload=b"B")
-    for kid in b_kids:
-        record(kid)
-    record(b, "staging-b000002")
-    c = await push_image(world.client, repo, "staging-c000003", payload=b"C")
-    record(c, "staging-c000003")
-    d = await push_image(world.client, repo, "prod", payload=b"D")
-    record(d, "prod")
-    orphan = await push_image(world.client, repo, None, payload=b"orphan")
-    record(orphan)
-    e, e_kids = await push_index(world.client, repo, "staging-e000005", payload=b"E")
-    for kid in e_kids:
-        record(kid)
-    record(e, "staging-e000005")
-    f = await push_image(world.client, repo, "staging", payload=b"F")
-    await world.client.copy_tag(repo, "staging", ["staging-f000006"])
-    record(f, "staging", "staging-f000006")
-    for service in FRONTEND:
-        digest = await push_image(world.client, world.repository(service), "staging", payload=service.encode())
-        github.push(NAMESPACE, f"{PREFIX}{service}", digest, ["staging"], created_at=start)
-    # C is what production runs.
-    compose = world.dokploy.double.composes[BACKEND_PROD_ID]
-    compose.env = (compose.env or "").replace(
-        world.old_reference("brain-gateway", "production"), f"{world.image('brain-gateway')}@{c}"
-    )
-    return History(a=a, b=b, b_kids=b_kids, c=c, d=d, orphan=orphan, e=e, e_kids=e_kids, f=f)
-
-
-def listed(summary: RunSummary, package: str, verb: str) -> set[str]:
-    """The short digests a prune summary says it deletes (or would) from ``package``."""
-    lines = [n for n in summary.notes if n.startswith(f"{package}: {verb} ")]
-    assert len(lines) == 1, summary.notes
-    return set(re.findall(r"sha256:[0-9a-f]{12}", lines[0]))
-
-
-def deleted(github: GitHubDouble, service: str) -> set[str]:
-    package = github.package(NAMESPACE, f"{PREFIX}{service}")
-    return {short(v.name) for v in package.versions if v.deleted_at is not None}
-
-
-async def test_prune_dry_run_lists_what_apply_then_deletes_exactly(world, github):
-    """Dry run deletes nothing and lists A, B, B's children and the orphan; --apply deletes exactly those."""
-    v = await seed_history(world, github)
-    options = world.options(github_api_url=github.url)
-    package = f"{PREFIX}brain-gateway"
-
-    dry = await flows.prune(
-        world.config(), keep=2, apply=False, owner_type="org", credentials=world.credentials(), options=options
-    )
-
-    assert dry.ok, render_text(dry)
-    assert [r.method for r in github.requests if r.method == "DELETE"] == []
-    would = listed(dry, package, "would delete")
-    assert would == {short(d) for d in [v.a, v.b, *v.b_kids, v.orphan]}
-    text = render_text(dry)
-    assert "kept 6, would delete 5" in text
-    for digest in would:
-        assert digest in text
-    assert "dry run: nothing deleted (pass --apply to delete)" in dry.notes
-
-    applied = await flows.prune(
-        world.config(), keep=2, apply=True, owner_type="org", credentials=world.credentials(), options=options
-    )
-
-    assert applied.ok, render_text(applied)
-    assert deleted(github, "brain-gateway") == would == listed(applied, package, "deleting")
-    active = {v.name for v in github.active(NAMESPACE, package)}
-    assert active == {v.c, v.d, v.e, *v.e_kids, v.f}
-    assert deleted(github, "bizoholic-frontend") == deleted(github, "client-portal") == set()
-    assert_no_secrets(rendered(dry), rendered(applied))
-
-
-async def test_prune_apply_without_a_dokploy_key_refuses_before_asking_github(world, github):
-    """Without the key nobody can tell what is deployed: --apply raises RetentionError and sends nothing."""
-    await seed_history(world, github)
-
-    with pytest.raises(RetentionError, match="--dokploy-key"):
-        await flows.prune(
-            world.config(),
-            keep=2,
-            apply=True,
-            owner_type="org",
-            credentials=world.credentials(dokploy_key=False),
-            options=world.options(github_api_url=github.url),
-        )
-
-    assert github.requests == []
-
-
-async def test_prune_fails_closed_when_a_manifest_cannot_be_read(world, github):
-    """A version the registry cannot serve, in the last image: RetentionError, and no image loses a version."""
-    await seed_history(world, github)
-    missing = "sha256:" + "d" * 64
-    github.push(NAMESPACE, f"{PREFIX}client-portal", missing, ["staging-d000004"])
-
-    with pytest.raises(RetentionError) as caught:
-        await flows.prune(
-            world.config(),
-            keep=2,
-            apply=True,
-            owner_type="org",
-            credentials=world.credentials(),
-            options=world.options(github_api_url=github.url),
-        )
-
-    assert f"{world.repository('client-portal')}@{missing}" in str(caught.value)
-    assert "nothing was deleted" in str(caught.value)
-    assert [r for r in github.requests if r.method == "DELETE"] == []
-    assert deleted(github, "brain-gateway") == set()
-
-
-async def test_prune_keeps_what_a_moving_tag_naming_the_branch_points_to(world, github):
-    """'{branch}-latest' renders to staging-latest, which protects its version like any moving tag."""
-    config = world.write_config(staging_tags=("{branch}-latest", "{branch}-{sha}"))
-    github.add_token(REGISTRY_TOKEN)
-    package = f"{PREFIX}brain-gateway"
-    start = datetime.now(UTC) - timedelta(days=10)
-    history = [["staging-latest", "staging-1111111"], ["staging-2222222"], ["staging-3333333"]]
-    digests = []
-    for minute, tags in enumerate(history):
-        digest = await world.seed("brain-gateway", tags, payload=f"brain {minute}".encode())
-        github.push(NAMESPACE, package, digest, tags, created_at=start + timedelta(minutes=minute))
-        digests.append(digest)
-    for service in FRONTEND:
-        github.push(NAMESPACE, f"{PREFIX}{service}", await world.seed(service, ["staging-latest"]), ["staging-latest"])
-
-    dry = await flows.prune(
-        config,
-        keep=1,
-        apply=False,
-        owner_type="org",
-        credentials=world.credentials(),
-        options=world.options(github_api_url=github.url),
-    )
-
-    assert listed(dry, package, "would delete") == {short(digests[1])}
-    assert "staging-latest" in dry.notes[0]
 
 
 # -- notify ----------------------------------------------------------------------

@@ -15,11 +15,12 @@ rewritten to the local registry, so pinning can be checked byte for byte.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 from pipeline import config as config_module
 from pipeline.config import Config
@@ -30,7 +31,9 @@ from pipeline.images import TestReport
 from pipeline.plan import Plan, ServicePlan, make_plan
 from pipeline.registry import OCI_MANIFEST, Manifest, RegistryClient, sha256_digest
 from pipeline.secret import SecretValue
+from pipeline.summary import RunSummary, ServiceOutcome, render_markdown, render_text, to_json
 from tests.support.dokploy_double import (
+    ADMIN_KEY,
     BACKEND_ENV,
     BACKEND_FILE,
     BACKEND_ID,
@@ -43,6 +46,7 @@ from tests.support.dokploy_double import (
     RunningVps,
 )
 from tests.support.images import layer
+from tests.support.registry import RunningRegistry, loopback_http
 
 SHA = "5e1f0c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f"
 SHORT = SHA[:7]
@@ -417,3 +421,43 @@ def make_world(
     world.write_config(**config_options)
     install(world, durations_s=durations_s)
     return world
+
+
+# -- fixtures and checks shared by the flow tests -----------------------------------
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with loopback_http() as client:
+        yield client
+
+
+@pytest.fixture
+async def world(
+    tmp_path: Path, registry: RunningRegistry, dokploy: RunningDokploy, vps: RunningVps, http: httpx.AsyncClient
+) -> World:
+    return make_world(tmp_path / "repo", registry_host=registry.host, dokploy=dokploy, vps=vps, http=http)
+
+
+def rendered(summary: RunSummary) -> str:
+    """Every rendering of a summary, for checks that hold for all of them."""
+    return render_text(summary) + render_markdown(summary) + to_json(summary)
+
+
+def assert_no_secrets(*texts: str) -> None:
+    for text in texts:
+        assert ADMIN_KEY not in text
+        assert REGISTRY_TOKEN not in text
+
+
+def rows(summary: RunSummary) -> dict[str, ServiceOutcome]:
+    return {o.service: o for o in summary.outcomes}
+
+
+def pinned_env(original: str, world: World, pins: dict[str, str], environment: str = "staging") -> str:
+    """``original`` with each service's old reference replaced by its pin, every other byte kept."""
+    for service, reference in pins.items():
+        old = world.old_reference(service, environment)
+        assert original.count(old) == 1
+        original = original.replace(old, reference)
+    return original

@@ -1,0 +1,113 @@
+"""Tests for pipeline.promote: staging's exact digests onto production's tags, verified, then deployed.
+
+Images live in a real registry (Debian's docker-registry); the production groups deploy on the Dokploy
+double, gated on the VPS double.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import flows
+from pipeline.errors import UsageError
+from pipeline.summary import render_text
+from tests.support.dokploy_double import BACKEND_ID
+from tests.support.world import (
+    BACKEND_PROD_ID,
+    FRONTEND_PROD_ID,
+    SERVICES,
+    SHA,
+    SHORT,
+    pinned_env,
+    rows,
+    tags_of,
+)
+
+FRONTEND = ("bizoholic-frontend", "client-portal")
+
+
+async def test_promote_copies_staging_digests_to_production_tags_and_deploys_them(world):
+    """Production's tags name staging's exact digests, and production's composes run them, healthy."""
+    staged = {s: await world.seed(s, ["staging", f"staging-{SHORT}"]) for s in SERVICES}
+
+    summary = await flows.promote(
+        world.config(),
+        source_env="staging",
+        target_env="production",
+        services=None,
+        credentials=world.credentials(),
+        options=world.options(),
+    )
+
+    assert summary.ok, render_text(summary)
+    assert summary.environment == "production"
+    by_service = rows(summary)
+    for service in SERVICES:
+        for tag in ("prod", f"prod-{SHORT}"):
+            assert (await world.client.resolve(world.repository(service), tag)).digest == staged[service]
+        row = by_service[service]
+        assert (row.change, row.digest, row.tags) == ("promoted", staged[service], ("prod", f"prod-{SHORT}"))
+        assert (row.deploy_status, row.health, row.rolled_back) == ("done", "passed", "no")
+    pins = {s: f"{world.image(s)}@{staged[s]}" for s in SERVICES}
+    assert world.env(BACKEND_PROD_ID) == pinned_env(
+        world.envs[BACKEND_PROD_ID], world, {"brain-gateway": pins["brain-gateway"]}, "production"
+    )
+    assert world.env(FRONTEND_PROD_ID) == pinned_env(
+        world.envs[FRONTEND_PROD_ID], world, {s: pins[s] for s in FRONTEND}, "production"
+    )
+    assert world.env(BACKEND_ID) == world.envs[BACKEND_ID]
+    assert world.dokploy.double.history(BACKEND_ID) == []
+    assert [r.status for r in world.dokploy.double.history(FRONTEND_PROD_ID)] == ["done"]
+
+
+@pytest.mark.parametrize("problem", ["missing", "dirty"])
+async def test_promote_refuses_before_moving_any_tag(world, problem):
+    """A missing staging image, or one built from a dirty tree, is named, and no service gets a production tag."""
+    for service in SERVICES[:2]:
+        await world.seed(service, ["staging", f"staging-{SHORT}"])
+    if problem == "dirty":
+        await world.seed("client-portal", ["staging"], revision=f"{SHA}-dirty")
+
+    with pytest.raises(UsageError) as caught:
+        await flows.promote(
+            world.config(),
+            source_env="staging",
+            target_env="production",
+            services=None,
+            credentials=world.credentials(),
+            options=world.options(),
+        )
+
+    message = str(caught.value)
+    assert f"cannot promote client-portal: {world.image('client-portal')}:staging" in message
+    if problem == "missing":
+        assert "does not exist" in message
+    else:
+        assert f"uncommitted changes ({SHA}-dirty)" in message
+    for service in SERVICES:
+        assert [t for t in await tags_of(world.client, world.repository(service)) if t.startswith("prod")] == []
+    assert world.writes() == []
+
+
+async def test_promote_reads_a_moving_tag_that_names_the_branch(world):
+    """Staging's moving tag is '{branch}-latest': promote resolves staging-latest; --no-deploy only moves tags."""
+    config = world.write_config(staging_tags=("{branch}-latest", "{branch}-{sha}"))
+    staged = {s: await world.seed(s, ["staging-latest"]) for s in SERVICES}
+
+    summary = await flows.promote(
+        config,
+        source_env="staging",
+        target_env="production",
+        services=["client-portal", "brain-gateway"],
+        credentials=world.credentials(dokploy_key=False),
+        options=world.options(),
+        deploy=False,
+    )
+
+    assert summary.ok, render_text(summary)
+    assert [o.service for o in summary.outcomes] == ["brain-gateway", "client-portal"]
+    for service in ("brain-gateway", "client-portal"):
+        assert (await world.client.resolve(world.repository(service), f"prod-{SHORT}")).digest == staged[service]
+    assert "prod" not in await tags_of(world.client, world.repository("bizoholic-frontend"))
+    assert world.dokploy.double.requests == []
+    assert {o.deploy_status for o in summary.outcomes} == {"not deployed"}
