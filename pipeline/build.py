@@ -20,7 +20,7 @@ chain, so tests check the query they build without an engine.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,16 +60,35 @@ def build_container(
     return container
 
 
-async def named_build_secrets(service: Service, *, client: dagger.Client = dag) -> list[dagger.Secret]:
-    """Each declared build secret, read from its source and named by its Dockerfile id."""
+async def named_build_secrets(
+    service: Service, *, client: dagger.Client = dag, given: Mapping[str, dagger.Secret] | None = None
+) -> list[dagger.Secret]:
+    """Each declared build secret, read from its source and named by its Dockerfile id.
+
+    In library mode (``given`` is None) each source URI is resolved where this
+    process runs. Inside a module it would resolve in the runtime container, not
+    on the caller's machine, so there the caller passes the secrets as arguments
+    (``given``, keyed by their URI) and a missing one is an error naming the flag.
+    """
     named = []
     for secret_id, uri in service.secrets.items():
+        if given is not None and uri not in given:
+            raise MissingSecretError(
+                f"{service.name}: build secret '{secret_id}' comes from {uri}: pass --build-secrets={uri} "
+                "(dagger call reads secrets on your machine only when they are arguments)"
+            )
+        source = given[uri] if given is not None else client.secret(uri)
         try:
-            plaintext = await client.secret(uri).plaintext()
+            plaintext = await source.plaintext()
         except dagger.QueryError as e:
             raise MissingSecretError(_unreadable(service.name, secret_id, uri, e)) from None
         named.append(client.set_secret(secret_id, plaintext))
     return named
+
+
+async def secrets_by_uri(secrets: Sequence[dagger.Secret] | None) -> dict[str, dagger.Secret]:
+    """Secrets passed as module arguments, keyed by the URI they were given as (env://NPM_TOKEN)."""
+    return {await secret.uri(): secret for secret in secrets or ()}
 
 
 def _unreadable(service: str, secret_id: str, uri: str, error: dagger.QueryError) -> str:
@@ -161,10 +180,12 @@ class DaggerImageEngine:
         token: dagger.Secret | None = None,
         prober_image: str = DEFAULT_PROBER_IMAGE,
         reports_dir: Path | None = None,
+        build_secrets: Mapping[str, dagger.Secret] | None = None,
         client: dagger.Client = dag,
     ) -> None:
         self._source = source
         self._reports_dir = reports_dir
+        self._build_secrets = build_secrets
         self._username = registry_user
         self._token = token
         self._prober_image = prober_image
@@ -173,7 +194,7 @@ class DaggerImageEngine:
 
     async def build(self, plan: ServicePlan) -> Built:
         """Build every platform and wait for it, so a broken build fails the build step."""
-        secrets = await named_build_secrets(plan.service, client=self._client)
+        secrets = await named_build_secrets(plan.service, client=self._client, given=self._build_secrets)
         variants = build_variants(self._source, plan, secrets)
         if not self._engine_platform:
             self._engine_platform = str(await self._client.default_platform())

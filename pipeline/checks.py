@@ -44,6 +44,11 @@ TEST_RUN_VARIABLE = "PIPELINE_TEST_RUN"
 SMOKE_RUN_VARIABLE = "PIPELINE_SMOKE_RUN"
 # Exit code the probe script uses when the prober image has no wget.
 NO_WGET_EXIT = 3
+# The probe script's own deadline starts only once the service's port is open; before
+# that the engine pulls the prober image and boots the service. The outer deadline
+# leaves this much room for that, so a service that answers the wrong status is
+# reported with its last answer instead of a bare timeout.
+SMOKE_START_GRACE_S = 60.0
 
 # Polls until the service answers the expected status or the deadline passes.
 # Arguments: $1 URL, $2 expected status, $3 timeout in whole seconds. wget -S prints
@@ -211,13 +216,14 @@ async def run_smoke(
     await check_probe(plan, prober)
 
 
-async def check_probe(plan: ServicePlan, prober: dagger.Container) -> None:
+async def check_probe(plan: ServicePlan, prober: dagger.Container, *, grace_s: float = SMOKE_START_GRACE_S) -> None:
     """Await the prober and turn each way it can fail into one BuildError."""
     smoke = plan.service.smoke
     assert smoke is not None  # callers build the prober from the smoke check
     what = f"did not answer {smoke.expect_status} on :{smoke.port}{smoke.path} within {smoke.timeout_s:g}s"
     try:
-        with anyio.fail_after(smoke.timeout_s):
+        # A port that never opens hangs the engine's wait: this deadline ends it.
+        with anyio.fail_after(smoke.timeout_s + grace_s):
             code = await prober.exit_code()
             output = await output_tail(prober) if code != 0 else ""
     except TimeoutError:

@@ -1,8 +1,9 @@
 """Connecting to a Dagger engine from library mode (``python -m pipeline``).
 
 The SDK would otherwise try to download the CLI when none is installed, which
-on a machine without internet hangs until a timeout. So we look first, and say
-how to get an engine when there is none.
+on a machine without internet hangs until a timeout. So we look first, say how
+to get an engine when there is none, and point the SDK at a CLI found on PATH
+(it never looks there itself).
 """
 
 from __future__ import annotations
@@ -60,11 +61,25 @@ def engine_reachable(env: Mapping[str, str] | None = None) -> str:
     return ""
 
 
+def cli_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variable that makes the SDK run the dagger CLI found on PATH, or {} when none is needed.
+
+    The SDK never looks at PATH: without _EXPERIMENTAL_DAGGER_CLI_BIN it downloads its
+    own CLI (dagger/provisioning/_engine.py ``get_cli``), which is what we check for first.
+    """
+    env = os.environ if env is None else env
+    if env.get("DAGGER_SESSION_PORT") or env.get("_EXPERIMENTAL_DAGGER_CLI_BIN"):
+        return {}
+    cli = shutil.which("dagger", path=env.get("PATH"))
+    return {"_EXPERIMENTAL_DAGGER_CLI_BIN": cli} if cli else {}
+
+
 @asynccontextmanager
 async def connected() -> AsyncIterator[None]:
     """An open engine session, with its progress on stderr."""
     if not engine_reachable():
         raise UsageError(NO_ENGINE)
+    os.environ.update(cli_environment())
     import dagger  # noqa: PLC0415 - the SDK loads in ~1 s; only engine runs pay for it.
 
     async with dagger.connection(dagger.Config(log_output=sys.stderr)):

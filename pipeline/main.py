@@ -50,6 +50,10 @@ FailFast = Annotated[bool, Doc("cancel the other builds at the first failure")]
 SummaryFormat = Annotated[str, Doc("text, markdown or json")]
 DeployTimeout = Annotated[float, Doc("seconds a Dokploy deployment may take before it counts as stuck")]
 PollInterval = Annotated[float, Doc("seconds between reads of Dokploy's deployment record")]
+BuildSecrets = Annotated[
+    list[dagger.Secret] | None,
+    Doc("the sources services.toml's [services.X.secrets] name, e.g. env://NPM_TOKEN (read on your machine)"),
+]
 SmokeProber = Annotated[str, Doc("image that probes smoke checks (needs sh and wget), or 'self': the built image")]
 NotifyWebhook = Annotated[
     dagger.Secret | None, Doc("Slack-compatible incoming webhook URL, e.g. env://SLACK_WEBHOOK_URL")
@@ -81,6 +85,7 @@ class Pipeline:
         self,
         service: Annotated[str, Doc("the service to build")],
         platform: Annotated[str, Doc("platform to build for (default: the service's first)")] = "",
+        build_secrets: BuildSecrets = None,
     ) -> dagger.Container:
         """Build one service's image, to chain terminal, with-exec, export or publish on it."""
         local = await self._local()
@@ -88,7 +93,9 @@ class Pipeline:
             load_config(local / self.config), services=[service], source=local, origin="dagger call build"
         )
         service_plan = plan.service(service)
-        secrets = await building.named_build_secrets(service_plan.service)
+        secrets = await building.named_build_secrets(
+            service_plan.service, given=await building.secrets_by_uri(build_secrets)
+        )
         return building.build_container(
             self.source, service_plan, platform=platform or service_plan.service.platforms[0], secrets=secrets
         )
@@ -98,22 +105,28 @@ class Pipeline:
         self,
         service: Annotated[str, Doc("the service whose tests to run")],
         smoke_prober: SmokeProber = DEFAULT_PROBER_IMAGE,
+        build_secrets: BuildSecrets = None,
     ) -> str:
         """Build one service and run its tests and smoke check."""
         local = await self._local()
         plan = debug_plan(load_config(local / self.config), services=[service], source=local, origin="dagger call test")
-        engine = building.DaggerImageEngine(self.source, prober_image=smoke_prober)
+        engine = building.DaggerImageEngine(
+            self.source, prober_image=smoke_prober, build_secrets=await building.secrets_by_uri(build_secrets)
+        )
         summary = await flows.run_tests(plan, engine=engine, reports=engine.read_reports)
         return flows.finish(summary, "text")
 
     @uncached
-    async def test_reports(self, service: Annotated[str, Doc("the service whose tests to run")]) -> dagger.Directory:
+    async def test_reports(
+        self, service: Annotated[str, Doc("the service whose tests to run")], build_secrets: BuildSecrets = None
+    ) -> dagger.Directory:
         """Run one service's tests and return its reports directory, to chain export --path=reports."""
         local = await self._local()
         plan = debug_plan(
             load_config(local / self.config), services=[service], source=local, origin="dagger call test-reports"
         ).service(service)
-        return await building.DaggerImageEngine(self.source).reports_directory(plan)
+        engine = building.DaggerImageEngine(self.source, build_secrets=await building.secrets_by_uri(build_secrets))
+        return await engine.reports_directory(plan)
 
     @uncached
     async def publish(
@@ -130,11 +143,16 @@ class Pipeline:
         fail_fast: FailFast = False,
         summary_format: SummaryFormat = "text",
         smoke_prober: SmokeProber = DEFAULT_PROBER_IMAGE,
+        build_secrets: BuildSecrets = None,
     ) -> str:
         """Build (or reuse), test and publish every service's tags; deploy nothing."""
         plan = await self._plan(branch=branch, sha=sha, environment=environment, services=services)
         engine = building.DaggerImageEngine(
-            self.source, registry_user=registry_user, token=registry_token, prober_image=smoke_prober
+            self.source,
+            registry_user=registry_user,
+            token=registry_token,
+            prober_image=smoke_prober,
+            build_secrets=await building.secrets_by_uri(build_secrets),
         )
         summary = await flows.publish(
             plan,
@@ -172,11 +190,16 @@ class Pipeline:
         smoke_prober: SmokeProber = DEFAULT_PROBER_IMAGE,
         deploy_timeout: DeployTimeout = flows.DEPLOY_TIMEOUT_S,
         poll_interval: PollInterval = flows.POLL_INTERVAL_S,
+        build_secrets: BuildSecrets = None,
     ) -> str:
         """Build what changed, publish it, then deploy each group in order, gated on health."""
         plan = await self._plan(branch=branch, sha=sha, environment=environment, services=services, event=event)
         engine = building.DaggerImageEngine(
-            self.source, registry_user=registry_user, token=registry_token, prober_image=smoke_prober
+            self.source,
+            registry_user=registry_user,
+            token=registry_token,
+            prober_image=smoke_prober,
+            build_secrets=await building.secrets_by_uri(build_secrets),
         )
         summary = await flows.deploy(
             plan,

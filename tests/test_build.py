@@ -23,6 +23,7 @@ from pipeline.build import (
     native_platform,
     publish,
     publish_container,
+    secrets_by_uri,
 )
 from pipeline.errors import MissingSecretError, PublishError, UsageError
 from pipeline.plan import ServicePlan
@@ -117,6 +118,45 @@ async def test_build_secrets_are_read_and_named_by_their_dockerfile_id(engine):
         [("setSecret", {"name": "npm_token", "plaintext": "npm-value"})],
         [("setSecret", {"name": "pip_conf", "plaintext": "pip-value"})],
     ]
+
+
+async def test_module_mode_reads_build_secrets_from_the_arguments_the_caller_passed(engine):
+    """Given secrets (keyed by URI) are used instead of resolving the URI inside the runtime container."""
+    client = dagger.Client()
+    passed = client.load_secret_from_id(dagger.SecretID("caller-npm-token"))
+    engine.answers["plaintext"] = lambda q: "npm-value"
+    service = config.Service(name="web", context="web", secrets={"npm_token": "env://NPM_TOKEN"})
+
+    (secret,) = await named_build_secrets(service, client=client, given={"env://NPM_TOKEN": passed})
+
+    assert engine.requests == [[*query(passed), ("plaintext", {})]]
+    assert ("secret", {"uri": "env://NPM_TOKEN"}) not in engine.requests[0]
+    assert query(secret) == [("setSecret", {"name": "npm_token", "plaintext": "npm-value"})]
+
+
+async def test_module_mode_names_the_flag_for_a_build_secret_not_passed(engine):
+    """In a module, a declared secret the caller did not pass is an error saying which flag to add."""
+    service = config.Service(name="web", context="web", secrets={"npm_token": "env://NPM_TOKEN"})
+
+    with pytest.raises(MissingSecretError) as caught:
+        await named_build_secrets(service, client=dagger.Client(), given={})
+
+    assert str(caught.value) == (
+        "web: build secret 'npm_token' comes from env://NPM_TOKEN: pass --build-secrets=env://NPM_TOKEN "
+        "(dagger call reads secrets on your machine only when they are arguments)"
+    )
+    assert engine.requests == []
+
+
+async def test_secrets_passed_as_arguments_are_keyed_by_their_uri(engine):
+    """Each argument secret is asked for its URI, the key services.toml uses."""
+    client = dagger.Client()
+    first = client.load_secret_from_id(dagger.SecretID("a"))
+    second = client.load_secret_from_id(dagger.SecretID("b"))
+    engine.answers["uri"] = lambda q: {"a": "env://NPM_TOKEN", "b": "file://./pip.conf"}[q[0][1]["id"]]
+
+    assert await secrets_by_uri([first, second]) == {"env://NPM_TOKEN": first, "file://./pip.conf": second}
+    assert await secrets_by_uri(None) == {}
 
 
 async def test_a_missing_secret_variable_names_the_service_secret_and_variable(engine):

@@ -318,7 +318,24 @@ async def test_a_smoke_check_that_hangs_stops_at_its_timeout(engine):
     plan = make_plan(smoke=config.SmokeCheck(port=8001, path="/health", timeout_s=0.01))
 
     with pytest.raises(BuildError, match=r"did not answer 200 on :8001/health within 0\.01s"):
-        await check_probe(plan, smoke_prober(plan, built_image(dagger.Client()), run_id="r"))
+        await check_probe(plan, smoke_prober(plan, built_image(dagger.Client()), run_id="r"), grace_s=0)
+
+
+async def test_the_prober_outlasting_its_own_timeout_still_reports_its_last_answer(engine):
+    """Pulling the prober and booting the service come before the script's deadline: they get room."""
+
+    async def slow_failure(q: Query) -> int:
+        await anyio.sleep(0.05)  # longer than the check's timeout, shorter than timeout + grace
+        return 1
+
+    engine.answers["exitCode"] = slow_failure
+    engine.answers["stderr"] = lambda q: "smoke: http://app:8001/health did not answer 200; last result: HTTP 503\n"
+    plan = make_plan(smoke=config.SmokeCheck(port=8001, path="/health", timeout_s=0.01))
+
+    with pytest.raises(BuildError) as caught:
+        await check_probe(plan, smoke_prober(plan, built_image(dagger.Client()), run_id="r"), grace_s=5)
+
+    assert "last result: HTTP 503" in caught.value.output_tail
 
 
 async def test_a_prober_without_wget_says_so(engine):

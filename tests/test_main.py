@@ -14,9 +14,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REGISTER = r"""
 import json, anyio
@@ -159,3 +161,31 @@ def test_every_argument_is_documented(registration):
     for name, steps in functions(registration).items():
         for argument, definition in arguments(steps).items():
             assert definition["description"], f"{name} --{argument} has no description"
+
+
+def test_every_flag_the_deploy_workflow_passes_is_a_deploy_argument(registration):
+    """`dagger call deploy` rejects an unknown flag: each one in deploy.yml is a kebab-cased argument."""
+    workflow = yaml.safe_load((Path(__file__).parent.parent / ".github" / "workflows" / "deploy.yml").read_text())
+    [step] = [s for job in workflow["jobs"].values() for s in job["steps"] if "dagger-for-github" in s.get("uses", "")]
+    function, *flags = step["with"]["args"].split()
+    assert function == "deploy"
+    known = {"--" + name.replace("_", "-") for name in arguments(functions(registration)["deploy"])}
+    assert {flag.split("=", 1)[0] for flag in flags} <= known
+    # Secrets go by reference, so they must land on Secret arguments.
+    for flag in flags:
+        name, _, value = flag.partition("=")
+        if value.startswith("env://"):
+            definition = arguments(functions(registration)["deploy"])[name.removeprefix("--").replace("-", "_")]
+            assert ["withObject", {"name": "Secret"}] in definition["typeDef"], name
+
+
+def test_optional_arguments_carry_their_defaults(registration):
+    """Secrets and lists default to null and are optional; floats register as FLOAT with their value."""
+    deploy = arguments(functions(registration)["deploy"])
+    for name in ("registry_token", "dokploy_key", "notify_webhook", "services"):
+        assert deploy[name]["defaultValue"] == "null", name
+        assert ["withOptional", {"optional": True}] in deploy[name]["typeDef"], name
+    assert ["withKind", {"kind": "FLOAT_KIND"}] in deploy["deploy_timeout"]["typeDef"]
+    assert json.loads(deploy["deploy_timeout"]["defaultValue"]) > 0
+    for required in ("branch", "sha", "registry_user"):
+        assert "defaultValue" not in deploy[required], required

@@ -69,6 +69,7 @@ def test_deploy_args_call_deploy_with_secrets_by_reference(deploy):
         "--registry-user": '"$GITHUB_ACTOR"',
         "--registry-token": "env://GITHUB_TOKEN",
         "--dokploy-key": "env://DOKPLOY_API_KEY",
+        "--notify-webhook": "env://SLACK_WEBHOOK_URL",
         "--summary-format": "markdown",
     }
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.engine import engine_reachable
+from pipeline.engine import cli_environment, engine_reachable
 
 NO_ENGINE = (
     "no Dagger engine reachable: install the dagger CLI 0.21.11 "
@@ -27,7 +27,7 @@ NO_BUSYBOX = "the fixture images copy a static busybox from /bin/busybox: apt-ge
 
 
 @pytest.fixture(autouse=True)
-def _needs_an_engine(request: pytest.FixtureRequest) -> None:
+def _needs_an_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Skip e2e-marked tests here, saying how to run them, when no engine is reachable."""
     if request.node.get_closest_marker("e2e") is None:
         return
@@ -36,3 +36,6 @@ def _needs_an_engine(request: pytest.FixtureRequest) -> None:
         pytest.fail(missing)
     if missing:
         pytest.skip(missing)
+    # The SDK downloads its own CLI unless told which one to run: use the one found.
+    for name, value in cli_environment().items():
+        monkeypatch.setenv(name, value)

@@ -6,14 +6,20 @@ RegistryClient: every tag exists, all tags of a service share one digest, the OC
 labels are in the config blob, and the services whose tests or smoke check fail
 are absent.
 
-The registry listens on 127.0.0.1 only. An engine on this machine (or in a container
-with host networking) reaches it there, and BuildKit talks plain HTTP to loopback
-registries. An engine elsewhere needs PIPELINE_E2E_REGISTRY_HOST: the host name under
-which both this process and the engine reach the registry's port (the port is
-appended). The build secret comes from PIPELINE_E2E_BUILD_TOKEN, which the test
-sets before it connects; under ``dagger run`` the session already exists, so export
-that variable first. Fixture images use themselves as the smoke prober (``self``), since
-Docker Hub may not be reachable from the engine.
+The registry listens on 127.0.0.1 only, and the engine must reach it there: pushes
+and the needs-db dependency pull go through the engine, which talks plain HTTP only
+to loopback registries. So the engine must share this machine's network namespace,
+e.g. one started with ``docker run --net=host --privileged registry.dagger.io/engine:v0.21.11``
+and named by _EXPERIMENTAL_DAGGER_RUNNER_HOST=docker-container://<name>. The engine a
+plain ``dagger`` CLI starts is a container with its own network, where 127.0.0.1 is the
+engine itself: there the first push fails with "connection refused".
+PIPELINE_E2E_REGISTRY_HOST renames the registry host (the port is appended) for setups
+that forward it; any host but a loopback one needs TLS.
+
+The build secret comes from PIPELINE_E2E_BUILD_TOKEN, which the test sets before it
+connects; under ``dagger run`` the session already exists, so export that variable
+first. Fixture images use themselves as the smoke prober (``self``), since Docker Hub
+may not be reachable from the engine.
 """
 
 from __future__ import annotations

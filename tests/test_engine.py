@@ -1,0 +1,67 @@
+"""Tests for pipeline.engine: how library mode finds an engine, without starting one."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import dagger
+import pytest
+
+from pipeline import engine
+
+
+def fake_cli(directory: Path) -> Path:
+    cli = directory / "dagger"
+    cli.write_text("#!/bin/sh\nexit 0\n")
+    cli.chmod(cli.stat().st_mode | stat.S_IXUSR)
+    return cli
+
+
+def test_a_cli_on_path_is_handed_to_the_sdk(tmp_path):
+    """The SDK only runs _EXPERIMENTAL_DAGGER_CLI_BIN or downloads its own: the CLI found is named there."""
+    cli = fake_cli(tmp_path)
+    env = {"PATH": str(tmp_path)}
+    assert engine.engine_reachable(env) == f"the CLI at {cli}"
+    assert engine.cli_environment(env) == {"_EXPERIMENTAL_DAGGER_CLI_BIN": str(cli)}
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"DAGGER_SESSION_PORT": "1234", "DAGGER_SESSION_TOKEN": "t"},
+        {"_EXPERIMENTAL_DAGGER_CLI_BIN": "/opt/dagger"},
+    ],
+    ids=["inside a session", "CLI already named"],
+)
+def test_nothing_is_overridden_when_the_sdk_already_knows_its_engine(tmp_path, given):
+    fake_cli(tmp_path)
+    assert engine.cli_environment({"PATH": str(tmp_path), **given}) == {}
+
+
+def test_no_cli_means_no_variable(tmp_path):
+    assert engine.cli_environment({"PATH": str(tmp_path)}) == {}
+
+
+async def test_connected_points_the_sdk_at_the_cli_on_path(tmp_path, monkeypatch):
+    """connected() sets the variable before the SDK provisions, then opens the session."""
+    cli = fake_cli(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    for name in ("DAGGER_SESSION_PORT", "_EXPERIMENTAL_DAGGER_CLI_BIN"):
+        monkeypatch.setenv(name, "")  # recorded, so the variable connected() sets is undone too
+        monkeypatch.delenv(name)
+    seen: list[str | None] = []
+
+    class Opened(Exception):
+        pass
+
+    def connection(config: object) -> object:
+        seen.append(os.environ.get("_EXPERIMENTAL_DAGGER_CLI_BIN"))
+        raise Opened
+
+    monkeypatch.setattr(dagger, "connection", connection)
+    with pytest.raises(Opened):
+        async with engine.connected():
+            pass
+    assert seen == [str(cli)]
