@@ -23,13 +23,24 @@ import anyio
 
 from pipeline import config as config_module
 from pipeline import engine, flows, gitinfo
-from pipeline.errors import EXIT_USAGE, PipelineError
+from pipeline.errors import EXIT_USAGE, PipelineError, UsageError
 from pipeline.plan import Plan, debug_plan, make_plan, render_json, render_table
 from pipeline.progress import Progress
 from pipeline.secret import SecretValue
-from pipeline.summary import RunSummary, render_markdown, render_text, run_url_from_env, write_json, write_step_summary
+from pipeline.summary import (
+    RunSummary,
+    check_json_target,
+    check_step_summary,
+    render_markdown,
+    render_text,
+    run_url_from_env,
+    write_json,
+    write_step_summary,
+)
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
+# The commands that end with ``report``: a summary on stdout, in $GITHUB_STEP_SUMMARY and --summary-json.
+_REPORTING = frozenset({"test", "publish", "deploy", "promote", "prune"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
+        if args.command in _REPORTING:
+            # Checked before the run: a deploy that succeeded must not end in "cannot write the summary".
+            check_step_summary()
+            if getattr(args, "summary_json", None):
+                check_json_target(args.summary_json)
         return anyio.run(handler, args)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -211,8 +227,16 @@ def _summary_options(parser: argparse.ArgumentParser) -> None:
 
 def load_config(args: argparse.Namespace) -> config_module.Config:
     """services.toml from --config, else from the source root, else the working directory."""
+    _check_source(args)
     path = args.config or ((args.source / "services.toml") if args.source else Path("services.toml"))
     return config_module.load(path)
+
+
+def _check_source(args: argparse.Namespace) -> None:
+    source = getattr(args, "source", None)
+    if source is not None and not source.is_dir():
+        problem = "does not exist" if not source.exists() else "is not a directory"
+        raise UsageError(f"--source {source} {problem}: pass the repository root that holds the service contexts")
 
 
 def load_plan(args: argparse.Namespace) -> Plan:
@@ -236,8 +260,8 @@ async def _reuse_actions(plan: Plan, args: argparse.Namespace) -> dict[str, str]
 
     if args.offline:
         return changes.unchecked(plan, "not checked: --offline")
-    token = os.environ.get(args.registry_token_env, "")
-    if not token:
+    token = credentials(args).registry_token
+    if token is None:
         return changes.unchecked(plan, f"could not look: no registry token in ${args.registry_token_env}")
     import httpx  # noqa: PLC0415
 
@@ -248,7 +272,7 @@ async def _reuse_actions(plan: Plan, args: argparse.Namespace) -> dict[str, str]
             http,
             registry=plan.config.registry.host,
             username=args.registry_user or "pipeline",
-            token=SecretValue(args.registry_token_env, token),
+            token=token,
         )
         return await changes.lookup(plan, registry)
 
@@ -266,15 +290,29 @@ def credentials(args: argparse.Namespace) -> flows.Credentials:
         registry_token=read("registry_token_env"),
         dokploy_key=read("dokploy_key_env"),
         notify_webhook=read("notify_webhook_env"),
+        variables={
+            "registry_token": getattr(args, "registry_token_env", ""),
+            "dokploy_key": getattr(args, "dokploy_key_env", ""),
+        },
     )
 
 
 def report(summary: RunSummary, args: argparse.Namespace) -> int:
     """Print the summary, write it where Actions and --summary-json want it; 1 when the run failed."""
     print(render_text(summary))
-    write_step_summary(render_markdown(summary))
+    # Write both even when one fails (a file removed during the run): each is someone's record of it.
+    problems = []
+    try:
+        write_step_summary(render_markdown(summary))
+    except PipelineError as error:
+        problems.append(str(error))
     if getattr(args, "summary_json", None):
-        write_json(summary, args.summary_json)
+        try:
+            write_json(summary, args.summary_json)
+        except PipelineError as error:
+            problems.append(str(error))
+    if problems:
+        raise PipelineError("; ".join(problems))
     return 0 if summary.ok else 1
 
 

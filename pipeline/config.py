@@ -51,6 +51,7 @@ _SECRET_SHAPES = (
     re.compile(r"AKIA[0-9A-Z]{16}"),
 )
 _RANDOM_LOOKING = re.compile(r"^[A-Za-z0-9_\-+/=]{32,}$")
+_TOKEN_RUN = 16  # a random token of 32+ characters has a run this long between separators
 _NO_SECRETS_HERE = (
     "services.toml is committed, so keys and tokens never go in it. "
     "Pass them as Dagger secrets (--registry-token=env://GITHUB_TOKEN) or name an "
@@ -293,6 +294,8 @@ class _Reader:
         return value
 
     def status(self, value: object, key: str) -> int:
+        if isinstance(value, str):
+            self.not_a_secret(value, key)  # the message below repeats the value
         if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:
             raise self.fail(key, f"expected an HTTP status code (100-599), got {value!r}")
         return value
@@ -336,7 +339,16 @@ class _Reader:
 
     # -- sections ----------------------------------------------------------
 
+    def keys_not_secret(self, value: object, key: str) -> None:
+        """Refuse a table key shaped like a credential anywhere, before any message could echo it."""
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for name, child in items:
+            if isinstance(name, str) and _looks_secret(name):
+                raise self.fail(key, "has a key that looks like a secret; " + _NO_SECRETS_HERE)
+            self.keys_not_secret(child, f"{key}[{name}]" if isinstance(name, int) else f"{key}.{name}".lstrip("."))
+
     def config(self, data: dict[str, Any]) -> Config:
+        self.keys_not_secret(data, "")
         data = self.table(data, "", ["registry", "project", "dokploy", "environments", "services", "groups", "notify"])
         for section in ("registry", "environments", "services", "groups"):
             if section not in data:
@@ -687,6 +699,10 @@ def _looks_secret(value: str) -> bool:
 def _looks_random(value: str) -> bool:
     """A long token mixing letters and digits, as API keys are; paths and words are not."""
     if not _RANDOM_LOOKING.match(value) or "/" in value.strip("/"):
+        return False
+    # Names joined by '-', '_' or '.' (bizosaas-marketplace-frontend-v2, its ..._V2_IMAGE) are words:
+    # a token has a long run without separators.
+    if max(len(run) for run in re.split(r"[-_.]", value)) < _TOKEN_RUN:
         return False
     has_lower = any(c.islower() for c in value)
     has_upper = any(c.isupper() for c in value)

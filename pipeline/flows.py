@@ -157,8 +157,9 @@ async def deploy(
             end_phase(phase, [f"{name}: {r.step} failed" for name, r in images.items() if r.error is not None])
         pins = {name: r.reference for name, r in images.items() if r.reference}
         skip = {name: f"{r.step or 'build'} failed" for name, r in images.items() if not r.reference}
-        if options.dry_run:
+        if options.dry_run and not options.skip_build:
             # Nothing was published, so each group is checked against its current images.
+            # (With --skip-build the images were published: the pins are their digests, as a real run's.)
             pins, skip = {name: f"{s.image}:{_immutable_tag(plan, s)}" for name, s in _by_name(plan).items()}, {}
         phase = start_phase(progress, f"deploy {plan.environment}: {', '.join(g.name for g in plan.groups)}")
         groups = await deploy_groups(
@@ -261,7 +262,10 @@ async def status(config: Config, *, environment: str, credentials: Credentials, 
         raise UsageError(f"--format must be table or json, got {output!r}")
     async with http_client() as http:
         report = await collect_status(
-            config, environment=environment, client=dokploy_client(http, config, credentials, options), http=http
+            config,
+            environment=environment,
+            client=dokploy_client(http, config, credentials, options, purpose="reading the status"),
+            http=http,
         )
     return render_status_json(report) if output == "json" else render_status_table(report)
 

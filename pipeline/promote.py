@@ -9,6 +9,7 @@ environment's groups deploy as any deploy does.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from pipeline import tags as tagging
 from pipeline.config import Config
@@ -85,6 +86,21 @@ async def promote(
         if deploy:
             require_targets(plan)
             dokploy = dokploy_client(http, config, credentials, options)
+            # A dry run reads every target (the key, the URL, the ids, the image variables) and writes
+            # nothing: a Dokploy that cannot deploy must stop the promotion before any tag moves.
+            await deploy_groups(
+                config,
+                target_env,
+                {n: tagging.pinned(config.image(n), digests[n]) for n in selected},
+                client=dokploy,
+                http=http,
+                skip={},
+                only=set(selected),
+                rollback=False,
+                dry_run=True,
+                poll_interval_s=options.poll_interval_s,
+                deploy_timeout_s=options.deploy_timeout_s,
+            )
         images: dict[str, ImageResult] = {}
         for name in selected:
             new_tags = tagging.render(
@@ -137,4 +153,6 @@ def _promotion_plan(config: Config, environment: str, services: Sequence[str], r
     env = config.environments[environment]
     sha = next(iter(revisions.values()), "0000000")
     git = GitContext(branch=env.branch, sha=sha, event="promote", origin="promoted image")
-    return make_plan(config, git, environment=environment, services=list(services))
+    plan = make_plan(config, git, environment=environment, services=list(services))
+    # make_plan's notes are about building from a source (content keys, dirty trees): promote builds nothing.
+    return replace(plan, notes=())

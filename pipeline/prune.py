@@ -9,6 +9,8 @@ it cannot read what is deployed.
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from pipeline import tags as tagging
@@ -18,7 +20,16 @@ from pipeline.errors import ManifestNotFoundError, MissingSecretError, Retention
 from pipeline.packages import GitHubPackages
 from pipeline.registry import RegistryClient
 from pipeline.retention import RetentionPlan, apply_plan, collect_children, plan_retention, short
-from pipeline.run import Clock, Credentials, Options, dokploy_client, http_client, moving_tag, registry_client
+from pipeline.run import (
+    GITHUB_API_URL,
+    Clock,
+    Credentials,
+    Options,
+    dokploy_client,
+    http_client,
+    moving_tag,
+    registry_client,
+)
 from pipeline.summary import RunSummary, ServiceOutcome
 
 
@@ -41,7 +52,17 @@ async def prune(
     if token is None:
         raise MissingSecretError(
             "prune needs a GitHub token with read:packages and delete:packages: "
-            "pass --github-token=env://GITHUB_TOKEN (library mode: set GITHUB_TOKEN)"
+            f"pass --github-token=env://GITHUB_TOKEN (library mode: set {credentials.variable('registry_token')})"
+        )
+    if not re.match(r"^https?://[^/\s]+", options.github_api_url):
+        raise UsageError(
+            f"the GitHub API URL {options.github_api_url!r} is not an http(s) URL; "
+            f"pass --github-api-url {GITHUB_API_URL} (or your GitHub Enterprise server's /api/v3)"
+        )
+    if apply and credentials.dokploy_key is None:
+        raise MissingSecretError(
+            "refusing to delete anything: cannot tell what is deployed without --dokploy-key; "
+            f"pass --dokploy-key=env://DOKPLOY_API_KEY (library mode: set {credentials.variable('dokploy_key')})"
         )
     protected_tags = _moving_tags(config)
     async with http_client() as http:

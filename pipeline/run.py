@@ -8,9 +8,10 @@ one ``RunSummary`` (``summarize``), optionally posted to a webhook, rendered by
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import httpx
@@ -40,12 +41,41 @@ ReportReader = Callable[[str, object], Awaitable[Mapping[str, str]]]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Credentials:
-    """The secrets a run may need; each is read once and never printed."""
+    """The secrets a run may need; each is read once and never printed.
+
+    ``variables`` names, for messages, the environment variable library mode reads each
+    secret from (``registry_token``, ``dokploy_key``) when it is not the default one.
+    """
 
     registry_user: str = ""
     registry_token: SecretValue | None = None
     dokploy_key: SecretValue | None = None
     notify_webhook: SecretValue | None = None
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, what in _SECRETS.items():
+            secret: SecretValue | None = getattr(self, name)
+            if secret is None:
+                continue
+            # A secret read from a file or pasted into a CI setting often ends in a newline. An HTTP
+            # header cannot carry it, and the HTTP library's error would quote the whole value.
+            value = secret.reveal().strip()
+            if name != "notify_webhook" and any(not "!" <= c <= "~" for c in value):
+                raise UsageError(
+                    f"the {what} from {secret.name} contains a space, a control or a non-ASCII character, "
+                    f"which an HTTP header cannot carry: check the value of {secret.name}"
+                )
+            if value != secret.reveal():
+                object.__setattr__(self, name, SecretValue(secret.name, value) if value else None)
+
+    def variable(self, name: str) -> str:
+        """The environment variable library mode reads ``name`` (registry_token, dokploy_key) from."""
+        return self.variables.get(name) or _DEFAULT_VARIABLES[name]
+
+
+_SECRETS = {"registry_token": "registry token", "dokploy_key": "Dokploy API key", "notify_webhook": "webhook URL"}
+_DEFAULT_VARIABLES = {"registry_token": "GITHUB_TOKEN", "dokploy_key": "DOKPLOY_API_KEY"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +94,14 @@ class Options:
     fail_fast: bool = False
     poll_interval_s: float = POLL_INTERVAL_S
     deploy_timeout_s: float = DEPLOY_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        # A zero or negative poll interval polls Dokploy in a busy loop; NaN never times out.
+        for flag, seconds in (("--poll-interval", self.poll_interval_s), ("--deploy-timeout", self.deploy_timeout_s)):
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise UsageError(f"{flag} must be a positive number of seconds, got {seconds:g}")
+        if self.concurrency < 0:
+            raise UsageError(f"--concurrency must be 0 (every service at once) or more, got {self.concurrency}")
 
 
 class RunFailedError(PipelineError):
@@ -86,16 +124,16 @@ def registry_client(http: httpx.AsyncClient, config: Config, credentials: Creden
 
 
 def dokploy_client(
-    http: httpx.AsyncClient, config: Config, credentials: Credentials, options: Options
+    http: httpx.AsyncClient, config: Config, credentials: Credentials, options: Options, *, purpose: str = "deploying"
 ) -> DokployClient:
-    """A Dokploy client, or a message saying which URL or key is missing."""
+    """A Dokploy client, or a message saying which URL or key is missing (and what ``purpose`` needs it)."""
     url = options.dokploy_url or config.dokploy_url
     if not url:
         raise UsageError(f"no Dokploy URL: set [dokploy] url in {config.file} or pass --dokploy-url")
     if credentials.dokploy_key is None:
         raise MissingSecretError(
-            "deploying needs the Dokploy API key: pass --dokploy-key=env://DOKPLOY_API_KEY "
-            "(library mode: set DOKPLOY_API_KEY)"
+            f"{purpose} needs the Dokploy API key: pass --dokploy-key=env://DOKPLOY_API_KEY "
+            f"(library mode: set {credentials.variable('dokploy_key')})"
         )
     return DokployClient(http, base_url=url, api_key=credentials.dokploy_key)
 
@@ -105,7 +143,7 @@ def require_registry_token(config: Config, credentials: Credentials) -> None:
     if credentials.registry_token is None and not is_loopback_host(config.registry.host):
         raise MissingSecretError(
             f"publishing to {config.registry.host} needs a token: pass --registry-token=env://GITHUB_TOKEN "
-            "and --registry-user (library mode: set GITHUB_TOKEN)"
+            f"and --registry-user (library mode: set {credentials.variable('registry_token')})"
         )
 
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, get_args
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, UsageError
 from pipeline.progress import format_duration
 
 Change = Literal["built", "reused", "promoted", "skipped", "failed", "-"]
@@ -299,25 +299,59 @@ def write_step_summary(markdown: str, env: Mapping[str, str] = os.environ) -> bo
         with open(path, "a", encoding="utf-8") as file:
             file.write(markdown if markdown.endswith("\n") else markdown + "\n")
     except OSError as error:
-        raise PipelineError(
-            f"cannot append the run summary to {path} (from GITHUB_STEP_SUMMARY): {error.strerror}; "
-            "unset GITHUB_STEP_SUMMARY outside Actions or point it at a writable file"
-        ) from error
+        raise PipelineError(_step_summary_problem(path, error)) from error
     return True
+
+
+def check_step_summary(env: Mapping[str, str] = os.environ) -> None:
+    """Before a run: ``$GITHUB_STEP_SUMMARY``, if set, can be appended to (a run must not fail after deploying)."""
+    path = env.get("GITHUB_STEP_SUMMARY", "")
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise UsageError(_step_summary_problem(path, error)) from error
+
+
+def _step_summary_problem(path: str, error: OSError) -> str:
+    return (
+        f"cannot append the run summary to {path} (from GITHUB_STEP_SUMMARY): {error.strerror}; "
+        "unset GITHUB_STEP_SUMMARY outside Actions or point it at a writable file"
+    )
 
 
 def write_json(summary: RunSummary, path: Path | str) -> None:
     """Write the JSON summary to ``path``, replacing it."""
     target = Path(path)
-    if not target.parent.is_dir():
-        raise PipelineError(
-            f"cannot write the JSON summary to {target}: the directory {target.parent} does not exist; "
-            "create it first or choose a path in an existing directory"
-        )
+    problem = _json_target_problem(target)
+    if problem:
+        raise PipelineError(problem)
     try:
         target.write_text(to_json(summary), encoding="utf-8")
     except OSError as error:
         raise PipelineError(f"cannot write the JSON summary to {target}: {error.strerror}") from error
+
+
+def check_json_target(path: Path | str) -> None:
+    """Before a run: the JSON summary can be written to ``path`` (a run must not fail after deploying)."""
+    problem = _json_target_problem(Path(path))
+    if problem:
+        raise UsageError(problem)
+
+
+def _json_target_problem(target: Path) -> str:
+    if not target.parent.is_dir():
+        return (
+            f"cannot write the JSON summary to {target}: the directory {target.parent} does not exist; "
+            "create it first or choose a path in an existing directory"
+        )
+    if target.is_dir():
+        return (
+            f"cannot write the JSON summary to {target}: it is a directory; name a file, like {target / 'summary.json'}"
+        )
+    return ""
 
 
 def run_url_from_env(env: Mapping[str, str] = os.environ) -> str:

@@ -10,18 +10,23 @@ The doubles' deployments take no time, so the CLI's default poll interval never 
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shutil
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 
+from pipeline import cli
 from pipeline.engine import NO_ENGINE
+from pipeline.errors import PipelineError
+from pipeline.summary import RunSummary
 from tests.support.dokploy_double import ADMIN_KEY, BACKEND_ID, FRONTEND_ID, RunningDokploy, RunningVps
 from tests.support.registry import RunningRegistry, loopback_http
 from tests.support.sources import PYTHON
@@ -232,3 +237,65 @@ async def test_status_doctor_and_prune_print_their_tables(world, github):
     assert re.search(r"^brain-gateway\s+kept 1, would delete 1\s", prune.stdout, re.MULTILINE)
     assert f"{PREFIX}brain-gateway: would delete {old[:19]} (staging-1111111;" in prune.stdout
     assert [r for r in github.requests if r.method == "DELETE"] == []
+
+
+async def test_mistakes_in_outputs_flags_and_secret_variables_stop_before_anything_is_deployed(world, tmp_path):
+    """Each mistake is one 'error:' line, exit 2, naming the path, flag or variable to fix; Dokploy is never written."""
+    for service in SERVICES:
+        await world.seed(service, [f"staging-{SHORT}"])
+    (tmp_path / "step-summary-dir").mkdir()
+    missing = tmp_path / "no-such-dir" / "summary.json"
+
+    json_dir, step_dir, custom_key, status_key, source_file, timeout = await all_at_once(
+        world,
+        [
+            ((*DEPLOY, "--summary-json", str(missing)), None),
+            (DEPLOY, environment(world, GITHUB_STEP_SUMMARY=str(tmp_path / "step-summary-dir"))),
+            ((*DEPLOY, "--dokploy-key-env", "MY_DOKPLOY_KEY"), None),
+            (("status",), environment(world, DOKPLOY_API_KEY=None)),
+            (("plan", "--offline", "--source", "services.toml"), None),
+            ((*DEPLOY, "--deploy-timeout", "0"), None),
+        ],
+    )
+
+    assert_usage_error(json_dir, f"the directory {missing.parent} does not exist")
+    assert_usage_error(step_dir, "(from GITHUB_STEP_SUMMARY)")
+    assert_usage_error(custom_key, "(library mode: set MY_DOKPLOY_KEY)")
+    assert_usage_error(status_key, "reading the status needs the Dokploy API key")
+    assert_usage_error(source_file, "--source services.toml is not a directory")
+    assert_usage_error(timeout, "--deploy-timeout must be a positive number of seconds, got 0")
+    assert world.writes() == []
+    assert world.env(BACKEND_ID) == world.envs[BACKEND_ID]
+
+
+async def test_a_dokploy_key_ending_in_a_newline_deploys_without_printing_it(world):
+    """A key stored with its trailing newline (echo key > file) works, and is in no output (pipeline() checks)."""
+    for service in SERVICES:
+        await world.seed(service, [f"staging-{SHORT}"])
+
+    run = await pipeline(world, *DEPLOY, env=environment(world, DOKPLOY_API_KEY=ADMIN_KEY + "\n"))
+
+    assert run.code == 0, run.stdout + run.stderr
+    assert run.stdout.startswith(f"deploy staging {SHORT}: OK\n")
+
+
+def test_report_writes_the_json_summary_even_when_the_step_summary_fails(tmp_path, monkeypatch, capsys):
+    """Two records of one run: a step summary that fails (after the pre-check) must not lose the JSON one."""
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path))  # a directory: appending fails
+    summary = RunSummary(
+        command="deploy",
+        environment="staging",
+        branch="staging",
+        sha=SHA,
+        ok=True,
+        started_at=datetime.now(UTC),
+        duration_s=1.0,
+        outcomes=(),
+        notes=(),
+    )
+
+    with pytest.raises(PipelineError, match="GITHUB_STEP_SUMMARY"):
+        cli.report(summary, argparse.Namespace(summary_json=tmp_path / "summary.json"))
+
+    assert json.loads((tmp_path / "summary.json").read_text())["ok"] is True
+    assert capsys.readouterr().out.startswith(f"deploy staging {SHORT}: OK\n")

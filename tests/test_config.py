@@ -568,6 +568,42 @@ def test_a_key_that_looks_like_a_secret_is_not_echoed() -> None:
     assert GITHUB_TOKEN not in message
 
 
+@pytest.mark.parametrize(
+    ("mutate", "where"),
+    [
+        pytest.param(lambda d: d["services"].__setitem__(GITHUB_TOKEN, {"context": "x"}), "services", id="service"),
+        pytest.param(lambda d: d["environments"].__setitem__(RANDOM_KEY, {}), "environments", id="environment"),
+        pytest.param(setter(lambda d: api(d)["build_args"], GITHUB_TOKEN, "x"), "services.api.build_args", id="arg"),
+        pytest.param(setter(api, "secrets", {RANDOM_KEY: "env://X"}), "services.api.secrets", id="secret-id"),
+        pytest.param(
+            setter(lambda d: d["groups"][0]["targets"], GITHUB_TOKEN, {"compose_id": "x"}),
+            "groups[0].targets",
+            id="target-environment",
+        ),
+    ],
+)
+def test_a_secret_pasted_as_any_table_key_is_refused_without_echoing_it(mutate: Mutation, where: str) -> None:
+    """Service, environment, build-arg and secret names are keys too: a token there is refused, not repeated."""
+    message = problem(mutate)
+    assert message == f"services.toml: {where}: has a key that looks like a secret; " + SECRET_ADVICE
+
+
+def test_a_secret_pasted_as_a_status_code_is_not_echoed() -> None:
+    """expect_status echoes what it got, so a token there gets the 'looks like a secret' advice instead."""
+    message = problem(setter(health, "expect_status", RANDOM_KEY))
+    assert message == f"services.toml: {STAGING_TARGET}.health[0].expect_status: looks like a secret; " + SECRET_ADVICE
+
+
+def test_long_names_joined_by_dashes_are_not_mistaken_for_secrets() -> None:
+    """A long service name with digits, and the image variable derived from it, are words, not tokens."""
+    data = base_config()
+    name = "bizosaas-marketplace-frontend-v2"
+    data["services"][name] = {"context": "apps/marketplace"}
+    data["groups"][1]["services"].append(name)
+    config = parse(to_toml(data))
+    assert config.services[name].image_variable == "BIZOSAAS_MARKETPLACE_FRONTEND_V2_IMAGE"
+
+
 def test_a_url_with_credentials_is_refused_without_echoing_them() -> None:
     """user:password@ in a URL is refused, and neither part appears in the message."""
     message = problem(setter(root, "dokploy", {"url": "https://deploy:hunter2pass@dk.example.test"}))

@@ -20,6 +20,7 @@ from pipeline import flows
 from pipeline.errors import BuildError, MissingSecretError, UsageError
 from pipeline.images import TestReport
 from pipeline.progress import Progress
+from pipeline.secret import SecretValue
 from pipeline.summary import render_markdown, render_text
 from tests.support.dokploy_double import BACKEND_ID, FRONTEND_ID
 from tests.support.webhook import serve_webhook
@@ -365,7 +366,87 @@ async def test_a_dry_run_builds_and_checks_but_publishes_and_deploys_nothing(wor
     assert f"would set BRAIN_GATEWAY_IMAGE {old} -> {world.image('brain-gateway')}:staging-{SHORT}" in err
 
 
+async def test_a_dry_run_with_skip_build_shows_the_digest_pins_a_real_run_would_write(world, capsys):
+    """--dry-run --skip-build: the images exist, so the check pins their digests (as the real run), not tags."""
+    published = {s: await world.seed(s, [f"staging-{SHORT}"]) for s in SERVICES}
+
+    summary = await flows.deploy(
+        world.plan(),
+        engine=None,
+        credentials=world.credentials(),
+        options=world.options(dry_run=True, skip_build=True),
+        progress=Progress(),
+    )
+
+    assert summary.ok, render_text(summary)
+    assert world.writes() == []
+    err = capsys.readouterr().err
+    old = world.old_reference("brain-gateway")
+    assert f"would set BRAIN_GATEWAY_IMAGE {old} -> {world.image('brain-gateway')}@{published['brain-gateway']}" in err
+    assert f"{world.image('brain-gateway')}:staging-{SHORT}" not in err
+
+
 # -- refusals before any build ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "flag"),
+    [
+        ({"poll_interval_s": 0.0}, "--poll-interval"),
+        ({"poll_interval_s": -1.0}, "--poll-interval"),
+        ({"deploy_timeout_s": 0.0}, "--deploy-timeout"),
+        ({"deploy_timeout_s": float("nan")}, "--deploy-timeout"),
+        ({"concurrency": -1}, "--concurrency"),
+    ],
+)
+def test_options_refuse_waits_that_would_spin_or_never_end(changes, flag):
+    """A zero or negative poll interval would poll Dokploy in a busy loop; NaN never times out: usage errors."""
+    with pytest.raises(UsageError, match=flag) as caught:
+        flows.Options(**changes)
+    assert caught.value.exit_code == 2
+
+
+def test_credentials_strip_the_newline_a_secret_file_ends_with():
+    """A trailing newline (echo key > file) is never part of a key; a blank secret counts as not given."""
+    credentials = flows.Credentials(
+        registry_token=SecretValue("GITHUB_TOKEN", "ghp_SECRETVALUE456\n"),
+        dokploy_key=SecretValue("DOKPLOY_API_KEY", "  \n"),
+        notify_webhook=SecretValue("SLACK_WEBHOOK_URL", " http://127.0.0.1:9/SECRETPATH\r\n"),
+    )
+    assert credentials.registry_token is not None
+    assert credentials.registry_token.reveal() == "ghp_SECRETVALUE456"
+    assert credentials.dokploy_key is None
+    assert credentials.notify_webhook is not None
+    assert credentials.notify_webhook.reveal() == "http://127.0.0.1:9/SECRETPATH"
+
+
+@pytest.mark.parametrize("value", ["dk_SECRET VALUE123", "dk_SECRETVALUE123\x00", "dk_SECRETVALUE123\u00e9"])
+def test_credentials_refuse_a_key_no_http_header_can_carry_without_echoing_it(value):
+    """A space, a control or a non-ASCII character inside a key: one usage error naming the variable, not the value."""
+    with pytest.raises(UsageError) as caught:
+        flows.Credentials(dokploy_key=SecretValue("DOKPLOY_API_KEY", value))
+    message = str(caught.value)
+    assert "Dokploy API key from DOKPLOY_API_KEY" in message
+    assert "SECRET" not in message
+
+
+async def test_a_dokploy_key_with_a_trailing_newline_deploys_and_is_never_printed(world, capsys):
+    """The newline is stripped at the boundary, so the HTTP library never quotes the key in an error."""
+    for service in SERVICES:
+        await world.seed(service, [f"staging-{SHORT}"])
+    key = world.dokploy.api_key + "\n"
+
+    summary = await flows.deploy(
+        world.plan(),
+        engine=None,
+        credentials=replace(world.credentials(), dokploy_key=SecretValue("DOKPLOY_API_KEY", key)),
+        options=world.options(skip_build=True),
+        progress=Progress(),
+    )
+
+    assert summary.ok, render_text(summary)
+    captured = capsys.readouterr()
+    assert world.dokploy.api_key not in rendered(summary) + captured.out + captured.err
 
 
 async def test_publishing_to_a_remote_registry_without_a_token_names_the_argument(world):

@@ -6,10 +6,13 @@ double, gated on the VPS double.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pipeline import flows
-from pipeline.errors import UsageError
+from pipeline.errors import ConfigError, DokployAuthError, UsageError
+from pipeline.secret import SecretValue
 from pipeline.summary import render_text
 from tests.support.dokploy_double import BACKEND_ID
 from tests.support.world import (
@@ -111,3 +114,51 @@ async def test_promote_reads_a_moving_tag_that_names_the_branch(world):
     assert "prod" not in await tags_of(world.client, world.repository("bizoholic-frontend"))
     assert world.dokploy.double.requests == []
     assert {o.deploy_status for o in summary.outcomes} == {"not deployed"}
+
+
+@pytest.mark.parametrize("problem", ["wrong key", "no image variable"])
+async def test_promote_checks_dokploy_before_moving_any_tag(world, problem):
+    """A key Dokploy refuses, or a compose without the image variable, stops promote with no production tag moved."""
+    for service in SERVICES:
+        await world.seed(service, ["staging", f"staging-{SHORT}"])
+    credentials = world.credentials()
+    if problem == "wrong key":
+        credentials = replace(credentials, dokploy_key=SecretValue("DOKPLOY_API_KEY", "dk_wrong_key_Zq"))
+        expected: type[Exception] = DokployAuthError
+    else:
+        record = world.dokploy.double.composes[FRONTEND_PROD_ID]
+        record.env = world.env(FRONTEND_PROD_ID).replace("CLIENT_PORTAL_IMAGE", "PORTAL_IMAGE")
+        expected = ConfigError
+
+    with pytest.raises(expected):
+        await flows.promote(
+            world.config(),
+            source_env="staging",
+            target_env="production",
+            services=None,
+            credentials=credentials,
+            options=world.options(),
+        )
+
+    for service in SERVICES:
+        assert [t for t in await tags_of(world.client, world.repository(service)) if t.startswith("prod")] == []
+    assert [procedure for procedure, _ in world.writes()] == []
+
+
+async def test_promote_notes_say_nothing_about_a_source_it_does_not_take(world):
+    """promote has no --source: its summary must not tell people to pass one."""
+    for service in SERVICES:
+        await world.seed(service, ["staging", f"staging-{SHORT}"])
+
+    summary = await flows.promote(
+        world.config(),
+        source_env="staging",
+        target_env="production",
+        services=["brain-gateway"],
+        credentials=world.credentials(dokploy_key=False),
+        options=world.options(),
+        deploy=False,
+    )
+
+    assert summary.ok, render_text(summary)
+    assert not [n for n in summary.notes if "--source" in n]

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pipeline import flows
-from pipeline.errors import RetentionError
+from pipeline.errors import MissingSecretError, RetentionError, UsageError
 from pipeline.retention import short
 from pipeline.summary import RunSummary, render_text
 from tests.support.github_double import GitHubDouble
@@ -136,10 +136,10 @@ async def test_prune_dry_run_lists_what_apply_then_deletes_exactly(world, github
 
 
 async def test_prune_apply_without_a_dokploy_key_refuses_before_asking_github(world, github):
-    """Without the key nobody can tell what is deployed: --apply raises RetentionError and sends nothing."""
+    """Without the key nobody can tell what is deployed: --apply is a missing secret (exit 2), sends nothing."""
     await seed_history(world, github)
 
-    with pytest.raises(RetentionError, match="--dokploy-key"):
+    with pytest.raises(MissingSecretError, match="--dokploy-key") as caught:
         await flows.prune(
             world.config(),
             keep=2,
@@ -149,6 +149,25 @@ async def test_prune_apply_without_a_dokploy_key_refuses_before_asking_github(wo
             options=world.options(github_api_url=github.url),
         )
 
+    assert caught.value.exit_code == 2
+    assert "library mode: set DOKPLOY_API_KEY" in str(caught.value)
+    assert github.requests == []
+
+
+@pytest.mark.parametrize("url", ["", "api.github.com", "127.0.0.1:9"])
+async def test_prune_refuses_a_github_api_url_without_a_scheme_before_any_request(world, github, url):
+    """A mistyped --github-api-url is a usage error naming the flag, not 'could not reach the GitHub API'."""
+    with pytest.raises(UsageError, match="--github-api-url") as caught:
+        await flows.prune(
+            world.config(),
+            keep=2,
+            apply=False,
+            owner_type="org",
+            credentials=world.credentials(),
+            options=world.options(github_api_url=url),
+        )
+
+    assert caught.value.exit_code == 2
     assert github.requests == []
 
 

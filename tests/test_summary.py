@@ -7,10 +7,12 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, UsageError
 from pipeline.summary import (
     RunSummary,
     ServiceOutcome,
+    check_json_target,
+    check_step_summary,
     render_markdown,
     render_text,
     run_url_from_env,
@@ -553,6 +555,21 @@ def test_write_json_missing_directory_is_a_clear_error(tmp_path):
         f"cannot write the JSON summary to {target}: the directory {target.parent} does not exist; "
         "create it first or choose a path in an existing directory"
     )
+
+
+def test_output_paths_are_checked_before_a_run_as_usage_errors(tmp_path):
+    """A missing directory, a directory as the file, an unwritable step summary: exit-2 errors naming the path."""
+    missing = tmp_path / "missing" / "summary.json"
+    with pytest.raises(UsageError, match=f"the directory {missing.parent} does not exist"):
+        check_json_target(missing)
+    with pytest.raises(UsageError, match="it is a directory; name a file"):
+        check_json_target(tmp_path)
+    with pytest.raises(UsageError, match=r"\(from GITHUB_STEP_SUMMARY\)"):
+        check_step_summary({"GITHUB_STEP_SUMMARY": str(tmp_path)})
+    check_json_target(tmp_path / "summary.json")
+    check_step_summary({"GITHUB_STEP_SUMMARY": str(tmp_path / "step.md")})
+    check_step_summary({})
+    assert not (tmp_path / "summary.json").exists()
 
 
 def test_run_url_from_env():
