@@ -113,7 +113,11 @@ async def run_doctor(
     try:
         config = config_module.load(config_path)
     except ConfigError as e:
-        fix = "edit services.toml at the key named; `python -m pipeline plan --offline` re-checks it"
+        fix = (
+            "edit services.toml at the key named; `python -m pipeline plan --offline` re-checks it"
+            if await anyio.Path(config_path).exists()
+            else f"pass --config (or --source) pointing at services.toml: {config_path} does not exist"
+        )
         rows = [_failed("services.toml", str(e), fix), _skipped("everything else", "services.toml did not load")]
         return DoctorReport(environment=environment, checks=tuple(rows))
     head = [_passed("services.toml", _config_summary(config))]
@@ -392,6 +396,9 @@ def _compose_file_checks(
     elif target.compose_file:
         origin = target.compose_file
         read = lambda: composefile.load(source / target.compose_file)  # noqa: E731
+    elif lookup is None or lookup.compose is None:
+        # Dokploy was not read (no key, unreachable, key refused): its row above says why.
+        return [_skipped(label, f"Dokploy's compose {target.id} could not be read, and services.toml names no file")]
     else:
         return [
             _skipped(

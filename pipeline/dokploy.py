@@ -424,7 +424,7 @@ class DokployClient:
             return fail(
                 DokployAuthError,
                 f"Dokploy at {self._base} rejected the API key (missing, wrong, expired or rate-limited): "
-                "check the DOKPLOY_API_KEY secret / --dokploy-key",
+                f"check the key in {self._key.name} (--dokploy-key)",
             )
         if status == 401 and trpc:
             return fail(

@@ -47,6 +47,8 @@ def resolve(
     if sha and branch:
         return GitContext(branch=branch, sha=sha.lower(), event=event or "push", origin="arguments")
     if env.get("GITHUB_SHA") and env.get("GITHUB_REF_NAME"):
+        if not sha and not _SHA.match(env["GITHUB_SHA"].lower()):
+            raise UsageError(f"GITHUB_SHA {env['GITHUB_SHA']!r} is not a commit hash: unset it or pass --sha")
         # A pull request's GITHUB_REF_NAME is "<n>/merge"; the head branch is what people recognise.
         github_branch = env.get("GITHUB_HEAD_REF") or env["GITHUB_REF_NAME"]
         return GitContext(

@@ -138,9 +138,10 @@ url = "http://127.0.0.1:9/"
         registry: RegistryClient | bool | None = True,
         dokploy: DokployClient | bool | None = True,
         dokploy_url: str = "",
+        config_path: Path | None = None,
     ) -> DoctorReport:
-        config = self.root / "services.toml"
-        if not config.exists():
+        config = config_path or self.root / "services.toml"
+        if config_path is None and not config.exists():
             self.write_config()
         return await run_doctor(
             config,
@@ -354,6 +355,24 @@ async def test_wrong_key_fails_the_key_row_and_skips_the_ids(world):
     assert row(report, "staging/backend compose").ok is None
     assert row(report, "staging/backend compose").detail == "the API key was refused"
     assert "dk_wrong_key_Zq" not in render(report)
+
+
+async def test_a_missing_services_toml_says_which_flag_points_at_it(world):
+    """No file at the path: the fix is --config/--source, not editing a file that is not there."""
+    report = await world.doctor(config_path=world.root / "nowhere" / "services.toml")
+    check = row(report, "services.toml")
+    assert check.ok is False
+    assert check.fix.startswith("pass --config (or --source) pointing at services.toml:")
+
+
+async def test_compose_files_dokploy_could_not_give_are_skipped_with_that_reason(world):
+    """With the key refused and no compose_file in services.toml, the row says Dokploy was not read."""
+    path = world.write_config()
+    path.write_text("\n".join(line for line in path.read_text().splitlines() if not line.startswith("compose_file")))
+    report = await world.doctor(dokploy=world.dokploy_client(key="dk_wrong_key_Zq"))
+    check = row(report, "staging/backend compose file")
+    assert check.ok is None
+    assert check.detail == (f"Dokploy's compose {world.backend_id} could not be read, and services.toml names no file")
 
 
 async def test_unknown_compose_id_fails_with_where_to_find_it(world):

@@ -399,7 +399,7 @@ async def test_bad_key_is_an_auth_error(dokploy, http):
             await dokploy.client(http, key=key).compose("x")
         assert str(caught.value) == (
             f"Dokploy at {dokploy.url} rejected the API key (missing, wrong, expired or rate-limited): "
-            "check the DOKPLOY_API_KEY secret / --dokploy-key"
+            "check the key in DOKPLOY_API_KEY (--dokploy-key)"
         )
         assert caught.value.status == 401
 

@@ -168,3 +168,10 @@ def test_a_repository_without_commits_says_how_to_fix_it(tmp_path: Path) -> None
     git(tmp_path, "init", "-q", "-b", "main")
     with pytest.raises(GitError, match=r"^cannot read the commit of .*: pass --sha and --branch$"):
         resolve(tmp_path, env={})
+
+
+def test_a_github_sha_that_is_not_a_commit_is_refused():
+    """GITHUB_SHA is checked like --sha, so a broken variable never names images."""
+    with pytest.raises(UsageError) as caught:
+        resolve(None, env={"GITHUB_SHA": "notasha", "GITHUB_REF_NAME": "staging"})
+    assert str(caught.value) == "GITHUB_SHA 'notasha' is not a commit hash: unset it or pass --sha"
