@@ -35,6 +35,7 @@ from pipeline.run import (
     Options,
     ReportReader,
     RunFailedError,
+    check_deployable,
     dokploy_client,
     end_phase,
     finish,
@@ -142,16 +143,18 @@ async def deploy(
     require_targets(plan)
     if not options.dry_run and not options.skip_build:
         require_registry_token(plan.config, credentials)
+    if engine is None and not options.skip_build:
+        raise UsageError("building needs a Dagger engine: run through `dagger call deploy`, or pass --skip-build")
     async with http_client() as http:
         dokploy = dokploy_client(http, plan.config, credentials, options)
         registry = registry_client(http, plan.config, credentials)
-        if options.skip_build:
-            images = await published_images(plan, registry)
-        else:
-            if engine is None:
-                raise UsageError(
-                    "building needs a Dagger engine: run through `dagger call deploy`, or pass --skip-build"
-                )
+        # Cheap checks first: the published images (with --skip-build), then every target, read
+        # without writing, so a Dokploy that cannot take this deploy costs no build.
+        images = await published_images(plan, registry) if options.skip_build else {}
+        await check_deployable(
+            plan.config, plan.environment, _current_pins(plan), client=dokploy, http=http, options=options
+        )
+        if engine is not None and not options.skip_build:
             phase = start_phase(progress, "build, test and publish")
             images = await _images(plan, engine, registry, options, progress)
             end_phase(phase, [f"{name}: {r.step} failed" for name, r in images.items() if r.error is not None])
@@ -160,7 +163,7 @@ async def deploy(
         if options.dry_run and not options.skip_build:
             # Nothing was published, so each group is checked against its current images.
             # (With --skip-build the images were published: the pins are their digests, as a real run's.)
-            pins, skip = {name: f"{s.image}:{_immutable_tag(plan, s)}" for name, s in _by_name(plan).items()}, {}
+            pins, skip = _current_pins(plan), {}
         phase = start_phase(progress, f"deploy {plan.environment}: {', '.join(g.name for g in plan.groups)}")
         groups = await deploy_groups(
             plan.config,
@@ -286,8 +289,9 @@ async def _images(
     )
 
 
-def _by_name(plan: Plan) -> dict[str, ServicePlan]:
-    return {s.name: s for s in plan.services}
+def _current_pins(plan: Plan) -> dict[str, str]:
+    """Each service at this commit's immutable tag: what a deploy pins before digests exist."""
+    return {s.name: f"{s.image}:{_immutable_tag(plan, s)}" for s in plan.services}
 
 
 def _immutable_tag(plan: Plan, service: ServicePlan) -> str:

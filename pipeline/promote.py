@@ -22,6 +22,7 @@ from pipeline.run import (
     Clock,
     Credentials,
     Options,
+    check_deployable,
     dokploy_client,
     http_client,
     moving_tag,
@@ -86,21 +87,9 @@ async def promote(
         if deploy:
             require_targets(plan)
             dokploy = dokploy_client(http, config, credentials, options)
-            # A dry run reads every target (the key, the URL, the ids, the image variables) and writes
-            # nothing: a Dokploy that cannot deploy must stop the promotion before any tag moves.
-            await deploy_groups(
-                config,
-                target_env,
-                {n: tagging.pinned(config.image(n), digests[n]) for n in selected},
-                client=dokploy,
-                http=http,
-                skip={},
-                only=set(selected),
-                rollback=False,
-                dry_run=True,
-                poll_interval_s=options.poll_interval_s,
-                deploy_timeout_s=options.deploy_timeout_s,
-            )
+            # A Dokploy that cannot take the deploy stops the promotion before any tag moves.
+            pins = {n: tagging.pinned(config.image(n), digests[n]) for n in selected}
+            await check_deployable(config, target_env, pins, client=dokploy, http=http, options=options)
         images: dict[str, ImageResult] = {}
         for name in selected:
             new_tags = tagging.render(

@@ -19,7 +19,7 @@ import httpx
 from pipeline import junit
 from pipeline import tags as tagging
 from pipeline.config import Config, Environment
-from pipeline.deploy import GroupResult
+from pipeline.deploy import GroupResult, deploy_groups
 from pipeline.dokploy import DokployClient
 from pipeline.errors import MissingSecretError, PipelineError, UsageError
 from pipeline.images import ImageResult
@@ -156,6 +156,35 @@ def require_targets(plan: Plan) -> None:
             f"{'have' if len(missing) > 1 else 'has'} no Dokploy target for '{plan.environment}': add "
             f"[groups.targets.{plan.environment}] with compose_id or application_id to {plan.config.file}"
         )
+
+
+async def check_deployable(
+    config: Config,
+    environment: str,
+    pins: Mapping[str, str],
+    *,
+    client: DokployClient,
+    http: httpx.AsyncClient,
+    options: Options,
+) -> None:
+    """Read every target this run will deploy, writing nothing; raise what would stop the deploy.
+
+    A wrong key, an unreachable Dokploy, an unknown id or a missing image variable
+    is found here, before minutes of building or any tag moves, not after.
+    """
+    await deploy_groups(
+        config,
+        environment,
+        pins,
+        client=client,
+        http=http,
+        skip={},
+        only=set(pins),
+        rollback=False,
+        dry_run=True,
+        poll_interval_s=options.poll_interval_s,
+        deploy_timeout_s=options.deploy_timeout_s,
+    )
 
 
 def finish(summary: RunSummary, summary_format: str) -> str:

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline import config as config_module
 from pipeline import flows
-from pipeline.errors import BuildError, MissingSecretError, UsageError
+from pipeline.errors import BuildError, ConfigError, DokployAuthError, MissingSecretError, UsageError
 from pipeline.images import TestReport
 from pipeline.progress import Progress
 from pipeline.secret import SecretValue
@@ -479,6 +479,28 @@ async def test_deploying_without_a_dokploy_key_names_the_argument(world):
     assert engine.calls == []
     for service in SERVICES:
         assert await tags_of(world.client, world.repository(service)) == []
+
+
+@pytest.mark.parametrize("problem", ["wrong key", "missing variable"])
+async def test_a_dokploy_that_cannot_take_the_deploy_stops_it_before_anything_is_built(world, problem):
+    """The targets are read first: a refused key or a missing image variable costs no build and no push."""
+    credentials = world.credentials()
+    if problem == "wrong key":
+        credentials = replace(credentials, dokploy_key=SecretValue("DOKPLOY_API_KEY", "dk_wrong_key_0001"))
+        expected: type[Exception] = DokployAuthError
+    else:
+        compose = world.dokploy.double.composes[FRONTEND_ID]
+        compose.env = "\n".join(line for line in (compose.env or "").splitlines() if "CLIENT_PORTAL_IMAGE" not in line)
+        expected = ConfigError
+    engine = FakeEngine(world.client)
+
+    with pytest.raises(expected):
+        await flows.deploy(world.plan(), engine=engine, credentials=credentials, options=world.options())
+
+    assert engine.calls == []
+    for service in SERVICES:
+        assert await tags_of(world.client, world.repository(service)) == []
+    assert world.writes() == []
 
 
 async def test_a_group_without_a_target_is_named_with_the_fix(world):
