@@ -90,9 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--export", type=Path, default=None, help="write the image as an OCI tarball here")
     build.set_defaults(handler=run_build)
 
-    test = commands.add_parser("test", help="build services and run their tests and smoke checks (needs an engine)")
+    test = commands.add_parser(
+        "test", help="build every service at once with its tests and smoke check; publish nothing (needs an engine)"
+    )
     _source_options(test, source_required=True)
-    _reports_option(test)
+    _build_options(test)
     test.set_defaults(handler=run_test)
 
     publish = commands.add_parser("publish", help="build (or reuse), test and publish every service's tags")
@@ -367,7 +369,9 @@ async def run_test(args: argparse.Namespace) -> int:
     )
     async with engine.connected():
         images = building.DaggerImageEngine(engine.host_source(args.source), reports_dir=args.reports_dir)
-        summary = await flows.run_tests(plan, engine=images, reports=images.read_reports, progress=Progress())
+        summary = await flows.run_tests(
+            plan, engine=images, options=_options(args), reports=images.read_reports, progress=Progress()
+        )
     return report(summary, args)
 
 

@@ -77,17 +77,24 @@ __all__ = [
 
 
 async def run_tests(
-    plan: Plan, *, engine: ImageEngine[Any], reports: ReportReader | None = None, progress: Progress | None = None
+    plan: Plan,
+    *,
+    engine: ImageEngine[Any],
+    options: Options | None = None,
+    reports: ReportReader | None = None,
+    progress: Progress | None = None,
 ) -> RunSummary:
-    """Build each planned service and run its tests and smoke check; publish nothing."""
+    """Build every planned service at once (bounded) with its tests and smoke check; publish nothing."""
+    options = options or Options()
     started = Clock()
     images = await produce(
         plan.services,
         engine=engine,
         registry=None,
-        concurrency=None,
-        fail_fast=False,
+        concurrency=options.concurrency or None,
+        fail_fast=options.fail_fast,
         force_build=True,
+        skip_tests=options.skip_tests,
         dry_run=True,
         progress=progress,
     )
@@ -97,7 +104,7 @@ async def run_tests(
         images,
         [],
         started,
-        notes=("test run: nothing published",),
+        notes=("nothing published", *option_notes(options)),
         test_failures=await test_failures(images, reports),
     )
 

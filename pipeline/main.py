@@ -117,6 +117,28 @@ class Pipeline:
         return flows.finish(summary, "text")
 
     @uncached
+    async def build_all(
+        self,
+        services: Services = None,
+        concurrency: Concurrency = 0,
+        fail_fast: FailFast = False,
+        skip_tests: Annotated[bool, Doc("only build: skip the tests and smoke checks")] = False,
+        smoke_prober: SmokeProber = DEFAULT_PROBER_IMAGE,
+        build_secrets: BuildSecrets = None,
+    ) -> str:
+        """Build every service at once (bounded), with its tests and smoke check; publish nothing."""
+        local = await self._local()
+        plan = debug_plan(
+            load_config(local / self.config), services=services, source=local, origin="dagger call build-all"
+        )
+        engine = building.DaggerImageEngine(
+            self.source, prober_image=smoke_prober, build_secrets=await building.secrets_by_uri(build_secrets)
+        )
+        options = flows.Options(concurrency=concurrency, fail_fast=fail_fast, skip_tests=skip_tests)
+        summary = await flows.run_tests(plan, engine=engine, options=options, reports=engine.read_reports)
+        return flows.finish(summary, "text")
+
+    @uncached
     async def test_reports(
         self, service: Annotated[str, Doc("the service whose tests to run")], build_secrets: BuildSecrets = None
     ) -> dagger.Directory:

@@ -196,6 +196,28 @@ async def test_a_failed_backend_build_deploys_no_group(world):
     assert await tags_of(world.client, world.repository("brain-gateway")) == []
 
 
+async def test_run_tests_builds_everything_publishes_nothing_and_honours_the_options(world):
+    """build-all / test: every service built, none published; --skip-tests and --fail-fast reach the builds."""
+    engine = FakeEngine(world.client)
+    summary = await flows.run_tests(world.plan(), engine=engine, options=flows.Options(skip_tests=True, concurrency=1))
+
+    assert summary.ok
+    assert {o.service: (o.change, o.tests) for o in summary.outcomes} == {
+        "brain-gateway": ("built", "skipped"),
+        "bizoholic-frontend": ("built", "skipped"),
+        "client-portal": ("built", "skipped"),
+    }
+    assert "tests skipped by --skip-tests" in summary.notes
+    assert engine.published() == []
+    assert ("test", "brain-gateway") not in engine.calls
+
+    error = BuildError("brain-gateway", "build", "`pip install` exited 1")
+    failing = FakeEngine(world.client, build_errors={"brain-gateway": error})
+    summary = await flows.run_tests(world.plan(), engine=failing, options=flows.Options(fail_fast=True, concurrency=1))
+    assert not summary.ok
+    assert [o.change for o in summary.outcomes] == ["failed", "skipped", "skipped"]
+
+
 class FailingTestsEngine(FakeEngine):
     """The frontend's tests fail and leave JUnit reports behind (a handle the reader understands)."""
 

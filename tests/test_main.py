@@ -94,6 +94,7 @@ def test_every_function_registers(registration):
     assert set(functions(registration)) == {
         "plan",
         "build",
+        "build_all",
         "test",
         "test_reports",
         "publish",
