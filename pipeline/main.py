@@ -110,9 +110,7 @@ class Pipeline:
         """Build one service and run its tests and smoke check."""
         local = await self._local()
         plan = debug_plan(load_config(local / self.config), services=[service], source=local, origin="dagger call test")
-        engine = building.DaggerImageEngine(
-            self.source, prober_image=smoke_prober, build_secrets=await building.secrets_by_uri(build_secrets)
-        )
+        engine = await self._engine(smoke_prober, build_secrets)
         summary = await flows.run_tests(plan, engine=engine, reports=engine.read_reports)
         return flows.finish(summary, "text")
 
@@ -131,9 +129,7 @@ class Pipeline:
         plan = debug_plan(
             load_config(local / self.config), services=services, source=local, origin="dagger call build-all"
         )
-        engine = building.DaggerImageEngine(
-            self.source, prober_image=smoke_prober, build_secrets=await building.secrets_by_uri(build_secrets)
-        )
+        engine = await self._engine(smoke_prober, build_secrets)
         options = flows.Options(concurrency=concurrency, fail_fast=fail_fast, skip_tests=skip_tests)
         summary = await flows.run_tests(plan, engine=engine, options=options, reports=engine.read_reports)
         return flows.finish(summary, "text")
@@ -147,7 +143,7 @@ class Pipeline:
         plan = debug_plan(
             load_config(local / self.config), services=[service], source=local, origin="dagger call test-reports"
         ).service(service)
-        engine = building.DaggerImageEngine(self.source, build_secrets=await building.secrets_by_uri(build_secrets))
+        engine = await self._engine(DEFAULT_PROBER_IMAGE, build_secrets)
         return await engine.reports_directory(plan)
 
     @uncached
@@ -169,13 +165,7 @@ class Pipeline:
     ) -> str:
         """Build (or reuse), test and publish every service's tags; deploy nothing."""
         plan = await self._plan(branch=branch, sha=sha, environment=environment, services=services)
-        engine = building.DaggerImageEngine(
-            self.source,
-            registry_user=registry_user,
-            token=registry_token,
-            prober_image=smoke_prober,
-            build_secrets=await building.secrets_by_uri(build_secrets),
-        )
+        engine = await self._engine(smoke_prober, build_secrets, registry_user=registry_user, token=registry_token)
         summary = await flows.publish(
             plan,
             engine=engine,
@@ -216,13 +206,7 @@ class Pipeline:
     ) -> str:
         """Build what changed, publish it, then deploy each group in order, gated on health."""
         plan = await self._plan(branch=branch, sha=sha, environment=environment, services=services, event=event)
-        engine = building.DaggerImageEngine(
-            self.source,
-            registry_user=registry_user,
-            token=registry_token,
-            prober_image=smoke_prober,
-            build_secrets=await building.secrets_by_uri(build_secrets),
-        )
+        engine = await self._engine(smoke_prober, build_secrets, registry_user=registry_user, token=registry_token)
         summary = await flows.deploy(
             plan,
             engine=engine,
@@ -351,6 +335,23 @@ class Pipeline:
             credentials=await _credentials(dokploy_key=dokploy_key),
             options=flows.Options(dokploy_url=dokploy_url),
             output=format,
+        )
+
+    async def _engine(
+        self,
+        smoke_prober: str,
+        build_secrets: list[dagger.Secret] | None,
+        *,
+        registry_user: str = "",
+        token: dagger.Secret | None = None,
+    ) -> building.DaggerImageEngine:
+        """The image engine over this source, with the caller's build secrets keyed by their URI."""
+        return building.DaggerImageEngine(
+            self.source,
+            registry_user=registry_user,
+            token=token,
+            prober_image=smoke_prober,
+            build_secrets=await building.secrets_by_uri(build_secrets),
         )
 
     async def _local(self) -> Path:
