@@ -15,7 +15,7 @@ from pipeline.secret import SecretValue
 from tests.support.github_double import LAST_TAGGED, GitHubDouble
 from tests.support.registry import loopback_http, serve_asgi
 
-TOKEN = "ghp_classicTokenValue0123456789"
+TOKEN = "test-classic-pat-for-the-double"  # a made-up value; never a real token shape
 FAST = RetryPolicy(attempts=3, timeout_s=5.0, wait_initial_s=0.01, wait_max_s=0.05)
 
 

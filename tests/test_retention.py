@@ -25,7 +25,7 @@ FAST = RetryPolicy(attempts=2, timeout_s=5.0, wait_initial_s=0.01, wait_max_s=0.
 OWNER = "bizoholic-digital"
 PACKAGE = "bizosaas-brain-gateway"
 REPO = f"{OWNER}/{PACKAGE}"
-TOKEN = "ghp_retentionTestToken42"
+TOKEN = "test-retention-token-for-the-double"  # a made-up value
 
 
 def d(n: int) -> str:
