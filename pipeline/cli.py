@@ -470,14 +470,18 @@ async def run_doctor(args: argparse.Namespace) -> int:
 
 
 async def run_status(args: argparse.Namespace) -> int:
-    """``status``: what each environment runs now."""
-    print(
-        await flows.status(
-            load_config(args),
-            environment=args.environment,
-            credentials=credentials(args),
-            options=_options(args),
-            output=args.format,
+    """``status``: what each environment runs now; 1 when a target could not be read."""
+    try:
+        print(
+            await flows.status(
+                load_config(args),
+                environment=args.environment,
+                credentials=credentials(args),
+                options=_options(args),
+                output=args.format,
+            )
         )
-    )
+    except flows.RunFailedError as incomplete:
+        print(incomplete.message)
+        return 1
     return 0

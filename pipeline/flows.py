@@ -277,7 +277,11 @@ async def status(config: Config, *, environment: str, credentials: Credentials, 
             client=dokploy_client(http, config, credentials, options, purpose="reading the status"),
             http=http,
         )
-    return render_status_json(report) if output == "json" else render_status_table(report)
+    rendered = render_status_json(report) if output == "json" else render_status_table(report)
+    if any(target.error for target in report.targets):
+        # Some target could not be read: the view is incomplete, so the command fails (with the view).
+        raise RunFailedError(rendered)
+    return rendered
 
 
 async def _images(

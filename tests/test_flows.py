@@ -593,3 +593,23 @@ async def test_a_failing_webhook_adds_a_note_and_the_deploy_still_succeeds(world
         assert hook.url not in text
         assert "s3cr3t-hook-token" not in text
     assert_no_secrets(*output)
+
+
+async def test_status_fails_with_the_view_when_a_target_cannot_be_read(world):
+    """A target Dokploy does not know makes status fail, still showing everything it could read."""
+    healthy = await flows.status(
+        world.config(), environment="staging", credentials=world.credentials(), options=world.options(), output="table"
+    )
+    assert "ERROR" not in healthy
+
+    del world.dokploy.double.composes[FRONTEND_ID]
+    with pytest.raises(flows.RunFailedError) as caught:
+        await flows.status(
+            world.config(),
+            environment="staging",
+            credentials=world.credentials(),
+            options=world.options(),
+            output="table",
+        )
+    assert "ERROR" in caught.value.message
+    assert BACKEND_ID in caught.value.message  # the readable target is still shown
