@@ -97,21 +97,6 @@ def parse(text: str, *, file: str) -> ComposeFile:
     return ComposeFile(file=file, uses=tuple(uses))
 
 
-def parse_env(text: str) -> dict[str, str]:
-    """The ``KEY=value`` lines of a Dokploy env (``.env`` syntax), skipping blanks and comments."""
-    values = {}
-    for line in text.splitlines():
-        key, sep, value = line.strip().partition("=")
-        key = key.removeprefix("export ").strip()
-        if not sep or not key or key.startswith("#"):
-            continue
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = value
-    return values
-
-
 def _use(service: str, image: str, *, pull_always: bool) -> ImageUse:
     match = _WHOLE_VARIABLE.match(image)
     if match:

@@ -27,6 +27,7 @@ from typing import Final, Literal
 import anyio
 import httpx
 
+from pipeline import envfile
 from pipeline.config import Config, DokployTarget, Group
 from pipeline.dokploy import Application, Deployment, DokployClient
 from pipeline.errors import (
@@ -50,9 +51,6 @@ DEFAULT_POLL_INTERVAL_S: Final = 3.0
 DEFAULT_DEPLOY_TIMEOUT_S: Final = 900.0
 LOG_TAIL_LINES: Final = 20
 
-_ASSIGNMENT = re.compile(r"^(?P<head>[ \t]*(?:export[ \t]+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*)(?P<rest>.*)$")
-_QUOTED = re.compile(r"""^(?P<q>["'])(?P<value>.*?)(?P=q)(?P<suffix>.*)$""")
-_COMMENT = re.compile(r"[ \t]+#")
 _REFERENCE = re.compile(
     r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
@@ -85,49 +83,6 @@ class GroupResult:
     def ok(self) -> bool:
         """Deployed and healthy (or, in a dry run, deployable)."""
         return self.status in ("done", "dry run") and not self.error
-
-
-# -- env files -------------------------------------------------------------
-
-
-def env_values(env: str) -> dict[str, str]:
-    """The variables an env string assigns (the last assignment wins, as in ``.env``)."""
-    values = {}
-    for line in env.split("\n"):
-        parsed = _parse_line(line.removesuffix("\r"))
-        if parsed is not None:
-            values[parsed[1]] = parsed[3]
-    return values
-
-
-def replace_env_values(env: str, values: Mapping[str, str]) -> str:
-    """``env`` with each named variable set to its new value; every other byte kept as it was."""
-    missing = [name for name in values if name not in env_values(env)]
-    if missing:
-        raise KeyError(", ".join(missing))
-    lines = []
-    for line in env.split("\n"):
-        body = line.removesuffix("\r")
-        parsed = _parse_line(body)
-        if parsed is not None and parsed[1] in values:
-            head, name, quote, _, suffix = parsed
-            body = f"{head}{quote}{values[name]}{quote}{suffix}"
-        lines.append(body + line[len(line.removesuffix("\r")) :])
-    return "\n".join(lines)
-
-
-def _parse_line(line: str) -> tuple[str, str, str, str, str] | None:
-    """``(head, name, quote, value, suffix)`` of an assignment line, or None for comments and blanks."""
-    match = _ASSIGNMENT.match(line)
-    if match is None:
-        return None
-    rest = match["rest"]
-    quoted = _QUOTED.match(rest)
-    if quoted is not None:
-        return match["head"], match["key"], quoted["q"], quoted["value"], quoted["suffix"]
-    comment = _COMMENT.search(rest)
-    value = (rest[: comment.start()] if comment else rest).rstrip(" \t")
-    return match["head"], match["key"], "", value, rest[len(value) :]
 
 
 def check_reference(reference: str) -> str:
@@ -435,7 +390,7 @@ async def _read_change(client: DokployClient, config: Config, environment: str, 
             application=app,
         )
     compose = await client.compose(target.id)
-    current = env_values(compose.env)
+    current = envfile.values(compose.env)
     missing = [s for s, v in variables.items() if v not in current]
     if missing:
         raise ConfigError(
@@ -475,7 +430,7 @@ async def _write(client: DokployClient, target: DokployTarget, change: _Change, 
         env = (await client.compose(target.id)).env
         wanted = {change.variables[s]: ref for s, ref in values.items()}
         try:
-            new = replace_env_values(env, wanted)
+            new = envfile.replace(env, wanted)
         except KeyError as e:
             raise PipelineError(
                 f"compose {target.id} no longer has {e.args[0]} in its environment (removed while deploying?); "

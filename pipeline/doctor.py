@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
-from pipeline import composefile
+from pipeline import composefile, envfile
 from pipeline import config as config_module
 from pipeline.config import Config, DokployTarget, Group
 from pipeline.dokploy import Application, Compose, DokployClient
@@ -464,7 +464,7 @@ def _env_check(config: Config, name: str, group: Group, lookup: _Lookup | None, 
     if lookup is None or lookup.compose is None:
         unread = lookup is not None and not isinstance(lookup.error, DokployAuthError)
         return _skipped(label, "Dokploy could not read the compose (see above)" if unread else why)
-    present = composefile.parse_env(lookup.compose.env)
+    present = envfile.values(lookup.compose.env)
     variables = [config.services[s].image_variable for s in group.services]
     missing = [v for v in variables if not present.get(v)]
     if missing:

@@ -13,8 +13,8 @@ import re
 
 import httpx
 
+from pipeline import envfile
 from pipeline import tags as tagging
-from pipeline.composefile import parse_env
 from pipeline.config import Config
 from pipeline.errors import ManifestNotFoundError, MissingSecretError, RetentionError, UsageError
 from pipeline.packages import GitHubPackages
@@ -176,7 +176,7 @@ async def _deployed_digests(
         for target in group.targets.values():
             refs: list[str] = []
             if target.kind == "compose":
-                env = parse_env((await client.compose(target.id)).env or "")
+                env = envfile.values((await client.compose(target.id)).env or "")
                 refs += [env[v] for v in (config.services[s].image_variable for s in group.services) if v in env]
             else:
                 refs.append((await client.application(target.id)).docker_image)

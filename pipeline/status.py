@@ -22,8 +22,7 @@ from datetime import datetime
 import anyio
 import httpx
 
-from pipeline import health
-from pipeline.composefile import parse_env
+from pipeline import envfile, health
 from pipeline.config import Config, DokployTarget, Group, HealthCheck
 from pipeline.dokploy import Deployment, DokployClient
 from pipeline.errors import DokployAuthError, DokployError, UsageError
@@ -154,7 +153,7 @@ async def _target_status(
             if target.kind == "compose":
                 compose = await client.compose(target.id)
                 name, state = compose.name, compose.status
-                values = parse_env(compose.env)
+                values = envfile.values(compose.env)
                 images = tuple(
                     PinnedImage(service=s, variable=v, image=values.get(v, ""))
                     for s, v in ((s, config.services[s].image_variable) for s in group.services)

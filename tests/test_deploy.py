@@ -19,8 +19,6 @@ from pipeline.deploy import (
     check_reference,
     deploy_and_wait,
     deploy_groups,
-    env_values,
-    replace_env_values,
 )
 from pipeline.dokploy import DokployClient
 from pipeline.errors import ConfigError, DeploymentError, DeploymentTimeoutError, UsageError
@@ -95,27 +93,6 @@ def backend() -> DokployTarget:
 
 
 # -- env pinning -------------------------------------------------------------
-
-
-def test_replace_env_values_keeps_every_other_byte():
-    """Only the value changes: comments, blanks, order, export, quotes, inline comments and CRLF stay."""
-    env = "# top\r\nexport A=\"old\"\r\n\r\nB=keep  # note\r\nC='x'\r\nA2=old # c\n"
-    new = replace_env_values(env, {"A": "new", "C": "y", "A2": "z"})
-    assert new == "# top\r\nexport A=\"new\"\r\n\r\nB=keep  # note\r\nC='y'\r\nA2=z # c\n"
-    assert replace_env_values(BACKEND_ENV, {"BRAIN_GATEWAY_IMAGE": "img@sha256:" + "f" * 64}) == BACKEND_ENV.replace(
-        f'"{OLD_BRAIN}"', '"img@sha256:' + "f" * 64 + '"'
-    )
-
-
-def test_env_values_reads_like_dotenv():
-    """Quotes and export are stripped, inline comments dropped, the last assignment wins."""
-    assert env_values("export A=\"1\"\n# B=2\nC=3 # three\nC=4\nD='5'\n") == {"A": "1", "C": "4", "D": "5"}
-
-
-def test_replace_env_values_refuses_missing_variables():
-    """A variable that is not assigned in the env is refused, not appended."""
-    with pytest.raises(KeyError, match="MISSING"):
-        replace_env_values("A=1\n# MISSING=2\n", {"MISSING": "x"})
 
 
 @pytest.mark.parametrize(

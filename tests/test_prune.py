@@ -103,6 +103,22 @@ def deleted(github: GitHubDouble, service: str) -> set[str]:
     return {short(v.name) for v in package.versions if v.deleted_at is not None}
 
 
+async def test_a_deployed_pin_with_an_inline_comment_is_still_protected(world, github):
+    """The env line `X=img@sha256:... # note` pins the same digest: prune reads it as the deploy writes it."""
+    v = await seed_history(world, github)
+    compose = world.dokploy.double.composes[BACKEND_PROD_ID]
+    pinned = f"{world.image('brain-gateway')}@{v.c}"
+    assert f'"{pinned}"\n' in (compose.env or "")  # the line is `export BRAIN_GATEWAY_IMAGE="<pin>"`
+    compose.env = (compose.env or "").replace(f'"{pinned}"\n', f'"{pinned}"  # pinned by the last deploy\n')
+    options = world.options(github_api_url=github.url)
+
+    dry = await flows.prune(
+        world.config(), keep=1, apply=False, owner_type="org", credentials=world.credentials(), options=options
+    )
+
+    assert short(v.c) not in listed(dry, f"{PREFIX}brain-gateway", "would delete")
+
+
 async def test_prune_dry_run_lists_what_apply_then_deletes_exactly(world, github):
     """Dry run deletes nothing and lists A, B, B's children and the orphan; --apply deletes exactly those."""
     v = await seed_history(world, github)
