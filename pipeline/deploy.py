@@ -47,6 +47,7 @@ RollbackOutcome = Literal["no", "yes, healthy", "yes, failed"]
 EventSink = Callable[[str], None]
 Progress = Callable[[Deployment | None], None]
 
+# Dokploy builds can take minutes; a stuck one must still end the run.
 DEFAULT_POLL_INTERVAL_S: Final = 3.0
 DEFAULT_DEPLOY_TIMEOUT_S: Final = 900.0
 LOG_TAIL_LINES: Final = 20

@@ -19,7 +19,7 @@ import httpx
 from pipeline import junit
 from pipeline import tags as tagging
 from pipeline.config import Config, Environment
-from pipeline.deploy import GroupResult, deploy_groups
+from pipeline.deploy import DEFAULT_DEPLOY_TIMEOUT_S, DEFAULT_POLL_INTERVAL_S, GroupResult, deploy_groups
 from pipeline.dokploy import DokployClient
 from pipeline.errors import MissingSecretError, PipelineError, UsageError
 from pipeline.images import ImageResult
@@ -31,9 +31,9 @@ from pipeline.secret import SecretValue
 from pipeline.summary import Change, Health, RunSummary, ServiceOutcome, render_markdown, render_text, to_json
 
 GITHUB_API_URL = "https://api.github.com"
-# Dokploy builds can take minutes; a stuck one must still end the run.
-DEPLOY_TIMEOUT_S = 900.0
-POLL_INTERVAL_S = 3.0
+# The deploy's own defaults, named here for the front doors' flags.
+DEPLOY_TIMEOUT_S = DEFAULT_DEPLOY_TIMEOUT_S
+POLL_INTERVAL_S = DEFAULT_POLL_INTERVAL_S
 
 # Reads a service's test reports (an engine handle) into {path: XML text}.
 ReportReader = Callable[[str, object], Awaitable[Mapping[str, str]]]
