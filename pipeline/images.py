@@ -234,7 +234,7 @@ class _Flow(Generic[H]):
                     return await self._reuse(plan, digest)
         async with self._step("build", plan.name):
             built = await self.engine.build(plan)
-        if self.skip_tests:
+        if plan.service.test is not None and self.skip_tests:
             draft.tests = "skipped"
         elif plan.service.test is not None:
             async with self._step("test", plan.name):

@@ -204,8 +204,8 @@ async def test_run_tests_builds_everything_publishes_nothing_and_honours_the_opt
     assert summary.ok
     assert {o.service: (o.change, o.tests) for o in summary.outcomes} == {
         "brain-gateway": ("built", "skipped"),
-        "bizoholic-frontend": ("built", "skipped"),
-        "client-portal": ("built", "skipped"),
+        "bizoholic-frontend": ("built", "none"),
+        "client-portal": ("built", "none"),
     }
     assert "tests skipped by --skip-tests" in summary.notes
     assert engine.published() == []

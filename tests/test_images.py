@@ -310,6 +310,22 @@ async def test_skip_tests_marks_tests_skipped_and_still_smokes(client):
     assert engine.steps("api") == ["build", "smoke"]
 
 
+async def test_skip_tests_leaves_a_service_without_tests_at_none(client):
+    """--skip-tests says "skipped" only where tests were declared; elsewhere there was nothing to skip."""
+    engine = FakeEngine(client)
+    result = (
+        await produce(
+            [make_plan("api", client.registry)],
+            engine=engine,
+            registry=client,
+            concurrency=None,
+            fail_fast=False,
+            skip_tests=True,
+        )
+    )["api"]
+    assert (result.change, result.tests) == ("built", "none")
+
+
 async def test_a_service_without_tests_or_smoke_says_none(client):
     """No [test] and no [smoke]: both report 'none' and the image is published."""
     engine = FakeEngine(client)
