@@ -10,6 +10,9 @@ chain, so tests check the query they build without an engine.
   from providers (``env://``, ``op://``...) have no name, so each declared secret
   is read and re-wrapped with ``dag.set_secret(X, ...)``.
 * One container is built per platform; several become one multi-platform index.
+* With registry credentials, they are registered before the first build, so a
+  Dockerfile can start ``FROM`` a private image of the same registry: Dagger keeps
+  registry auth session-wide, but only once a chain that adds it is evaluated.
 * ``publish`` pushes one address. The other tags are copied by the registry
   client (``pipeline.images``), so every tag provably names the same digest.
 
@@ -191,9 +194,12 @@ class DaggerImageEngine:
         self._prober_image = prober_image
         self._client = client
         self._engine_platform = ""
+        self._pull_auth_lock = anyio.Lock()
+        self._pull_auth_hosts: set[str] = set()
 
     async def build(self, plan: ServicePlan) -> Built:
         """Build every platform and wait for it, so a broken build fails the build step."""
+        await self._register_pull_auth(plan.registry)
         secrets = await named_build_secrets(plan.service, client=self._client, given=self._build_secrets)
         variants = build_variants(self._source, plan, secrets)
         if not self._engine_platform:
@@ -208,6 +214,19 @@ class DaggerImageEngine:
             native_platform=native,
             secrets=tuple(secrets),
         )
+
+    async def _register_pull_auth(self, registry: str) -> None:
+        """Once per registry host, evaluate a chain that adds the credentials, if we have any."""
+        if self._token is None or not self._username:
+            return
+        async with self._pull_auth_lock:
+            if registry in self._pull_auth_hosts:
+                return
+            self._pull_auth_hosts.add(registry)
+            # An unset repository secret arrives empty: registering it would turn
+            # anonymous pulls of public base images into failed logins.
+            if await self._token.plaintext():
+                await self._client.container().with_registry_auth(registry, self._username, self._token).sync()
 
     async def test(self, plan: ServicePlan, built: Built) -> TestReport:
         """Run the tests in the native image, or in the test stage built beside it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import dagger
 import pytest
 
@@ -294,6 +295,7 @@ async def test_the_engine_builds_every_platform_and_keeps_the_native_one_for_che
 
 async def test_the_engine_publishes_with_its_credentials(engine):
     """publish goes through the registry auth the engine was given, for the plan's registry."""
+    engine.answers["plaintext"] = lambda q: "t"
     client = dagger.Client()
     token = client.set_secret("registry_token", "t")
     plan = make_plan()
@@ -305,6 +307,41 @@ async def test_the_engine_publishes_with_its_credentials(engine):
     assert reference.endswith(DIGEST)
     (asked,) = engine.asked_for("publish")
     assert ("withRegistryAuth", {"address": "ghcr.io", "username": "bot", "secret": query(token)}) in asked
+
+
+async def test_credentials_are_registered_once_per_registry_before_building(engine):
+    """A private FROM image needs the session's registry auth before the first build evaluates."""
+    engine.answers["plaintext"] = lambda q: "t"
+    client = dagger.Client()
+    token = client.set_secret("registry_token", "t")
+    images = DaggerImageEngine(source(client), registry_user="bot", token=token, client=client)
+
+    async with anyio.create_task_group() as group:
+        for name in ("api", "web", "worker"):
+            group.start_soon(images.build, make_plan(name=name))
+
+    auth = [("container", {}), ("withRegistryAuth", {"address": "ghcr.io", "username": "bot", "secret": query(token)})]
+    registered = [q for q in engine.requests if q[:2] == auth]
+    assert registered == [[*auth, ("sync", {})]]
+    assert engine.asked_for("sync")[0] == registered[0], "registered before any image is built"
+    assert len(engine.asked_for("sync")) == 1 + 3
+
+
+async def test_without_credentials_builds_register_no_auth(engine):
+    """Without a token (plan, build, test), nothing is registered: public FROM images need none."""
+    client = dagger.Client()
+    await DaggerImageEngine(source(client), client=client).build(make_plan())
+    assert all(name != "withRegistryAuth" for q in engine.requests for name, _ in q)
+
+
+async def test_an_empty_token_is_not_registered(engine):
+    """An unset repository secret arrives empty; logging in with it would break anonymous pulls."""
+    engine.answers["plaintext"] = lambda q: ""
+    client = dagger.Client()
+    token = client.secret("env://GITHUB_TOKEN")
+    await DaggerImageEngine(source(client), registry_user="bot", token=token, client=client).build(make_plan())
+    assert engine.asked_for("plaintext") == [[("secret", {"uri": "env://GITHUB_TOKEN"}), ("plaintext", {})]]
+    assert all(name != "withRegistryAuth" for q in engine.requests for name, _ in q)
 
 
 async def test_reports_are_read_as_xml_files_and_exported_when_asked(engine, tmp_path):
