@@ -534,13 +534,14 @@ async def _deploy_group(
             with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_RESTORE_S):
                 await _restore_after_cancel(client, environment, name, target, change, stage=stage, emit=emit)
         raise
-    except PipelineError as failure:
+    except Exception as failure:  # whatever failed, the group is rolled back, never left half-done.
         status: GroupStatus = "error"
         if isinstance(failure, DeploymentError) and failure.status == "cancelled":
             status = "cancelled"
         elif isinstance(failure, DeploymentTimeoutError):
             status = "timeout"
-        error = f"deployment {deployment_id} is done, but {failure}" if stage == "health" else str(failure)
+        reason = _reason(failure)
+        error = f"deployment {deployment_id} is done, but {reason}" if stage == "health" else reason
         emit(f"{name}: failed after {format_duration(clock() - started)}: {error}")
         outcome: RollbackOutcome = "no"
         rollback_error = ""
@@ -621,9 +622,9 @@ async def _roll_back(
                 clock=clock,
             )
         raise_for_failures(await check_all(http, target.health, interval_s=health_interval_s, clock=clock))
-    except PipelineError as e:
-        emit(f"{name}: rollback failed: {e}")
-        return "yes, failed", str(e)
+    except Exception as e:  # a failed rollback is reported, not raised over the deploy's failure.
+        emit(f"{name}: rollback failed: {_reason(e)}")
+        return "yes, failed", _reason(e)
     emit(f"{name}: rolled back, healthy")
     return "yes, healthy", ""
 
@@ -644,8 +645,8 @@ async def _restore_after_cancel(
         if stage != "write":
             await client.trigger(target, title=_title("rollback", environment, name))
         emit(f"{name}: cancelled: the previous images are back in {target.describe()}'s settings")
-    except PipelineError as e:
-        emit(f"{name}: cancelled, and the previous images could not be restored: {e}")
+    except Exception as e:  # the cancellation goes on; what could not be restored is said.
+        emit(f"{name}: cancelled, and the previous images could not be restored: {_reason(e)}")
 
 
 def _skipped(plan: _Plan, reason: str) -> GroupResult:
@@ -657,6 +658,15 @@ def _skipped(plan: _Plan, reason: str) -> GroupResult:
         pinned=plan.pins,
         error=reason,
     )
+
+
+def _reason(error: Exception) -> str:
+    """A failure in one line. Our errors explain themselves; anything else is a surprise, named as such."""
+    if isinstance(error, ExceptionGroup) and len(error.exceptions) == 1:
+        return _reason(error.exceptions[0])
+    if isinstance(error, PipelineError):
+        return str(error)
+    return f"unexpected {type(error).__name__}: {error}" if str(error) else f"unexpected {type(error).__name__}"
 
 
 def _title(action: str, environment: str, group: str) -> str:

@@ -328,7 +328,7 @@ async def _ping(http: httpx.AsyncClient, base: str) -> Check:
     fix = "check dokploy.url (or --dokploy-url) and that Dokploy is running and reachable from here"
     try:
         response = await http.get(url, timeout=_PING_TIMEOUT, follow_redirects=False)
-    except (httpx.TransportError, httpx.InvalidURL) as e:
+    except (httpx.RequestError, httpx.InvalidURL) as e:
         return _failed("dokploy url", f"{base} did not answer ({type(e).__name__}: {e})", fix)
     try:
         body = response.json()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import anyio
@@ -59,9 +59,10 @@ class Compose:
     id: str
     name: str
     app_name: str
-    env: str
+    # The services' own settings, secrets among them: never in a repr.
+    env: str = field(repr=False)
     status: str
-    compose_file: str
+    compose_file: str = field(repr=False)
     source_type: str
 
 
@@ -77,7 +78,7 @@ class Application:
     registry_url: str
     username: str
     password: SecretValue | None
-    env: str
+    env: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -357,7 +358,7 @@ class DokployClient:
                 endpoint=f"{method} /api/{procedure}",
                 status=e.response.status_code,
             ) from None
-        except httpx.TransportError as e:
+        except httpx.RequestError as e:
             reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             if isinstance(e, httpx.ConnectError | httpx.ConnectTimeout):
                 fix = "; check dokploy.url and that Dokploy is running and reachable"
@@ -532,7 +533,10 @@ def _text(row: dict[str, Any], key: str, subject: _Subject) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise DokployError(f"Dokploy answered about {subject} with {key}={value!r} where a string was expected")
+        # The value itself is not shown: the column may hold a password or an env.
+        raise DokployError(
+            f"Dokploy answered about {subject} with a {type(value).__name__} in {key} where a string was expected"
+        )
     return value
 
 

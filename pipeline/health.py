@@ -48,7 +48,7 @@ async def probe(http: httpx.AsyncClient, check: HealthCheck, *, timeout_s: float
             response = await http.get(check.url, follow_redirects=False)
     except TimeoutError:
         return _result(check, started, None, f"no answer within {timeout_s:.1f}s")
-    except httpx.TransportError as e:
+    except httpx.RequestError as e:
         return _result(check, started, None, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
     status = response.status_code
     if status != check.expect_status:

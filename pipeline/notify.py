@@ -88,7 +88,7 @@ async def notify(
         return f"notification not sent: {where} did not answer within {timeout_s:g}s"
     except (httpx.InvalidURL, httpx.UnsupportedProtocol):
         return f"notification not sent: {where} is not a valid http(s) URL; check the secret's value"
-    except httpx.TransportError as error:
+    except httpx.RequestError as error:
         return f"notification not sent: could not reach {where} ({type(error).__name__}); is the URL right?"
     except Exception as error:  # A failed notification must never fail the run.
         return f"notification not sent: {type(error).__name__} while posting to {where}"

@@ -206,7 +206,7 @@ class GitHubPackages:
             return await send_with_retries(
                 send, policy=self._retry, retry_wait=_rate_limit_wait, retry_transport_errors=True
             )
-        except httpx.TransportError as e:
+        except httpx.RequestError as e:
             raise GitHubAPIError(
                 f"could not reach the GitHub API at {url.copy_with(query=None)} "
                 f"({type(e).__name__}: {e}): check the network and api_url",

@@ -637,7 +637,7 @@ class RegistryClient:
                 retry_wait=_registry_retry_wait if method in {"GET", "HEAD"} else lambda _: None,
                 retry_transport_errors=method in {"GET", "HEAD"},
             )
-        except httpx.TransportError as e:
+        except httpx.RequestError as e:
             raise RegistryError(
                 f"could not reach registry {self.registry} ({method} {url.copy_with(query=None)}: "
                 f"{type(e).__name__}: {e}): check the registry host and the network",
@@ -703,7 +703,7 @@ class RegistryClient:
             response = await send_with_retries(
                 send, policy=self._retry, retry_wait=_registry_retry_wait, retry_transport_errors=True
             )
-        except httpx.TransportError as e:
+        except httpx.RequestError as e:
             raise RegistryAuthError(
                 f"could not reach the token service {realm} of registry {self.registry} "
                 f"({type(e).__name__}): check the network",

@@ -13,6 +13,7 @@ import anyio
 import httpx
 import pytest
 
+from pipeline import deploy as deploy_module
 from pipeline.config import Config, DokployTarget, parse
 from pipeline.deploy import (
     GroupResult,
@@ -321,6 +322,27 @@ async def test_failed_health_gate_rolls_back_and_reverifies(world):
     assert world.double.env(FRONTEND_ID) == FRONTEND_ENV
     assert not world.double.calls("compose.deploy")[2:]  # only the deploy and the rollback
     assert world.dokploy.api_key not in "\n".join(world.events) + repr(results)
+
+
+async def test_a_surprise_in_the_health_gate_still_rolls_back(world, monkeypatch):
+    """Not only our own errors: any exception after the write puts the previous images back."""
+    real_check_all = deploy_module.check_all
+    calls = 0
+
+    async def surprising_check_all(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ExceptionGroup("probes", [ValueError("a bug in a probe")])
+        return await real_check_all(*args, **kwargs)
+
+    monkeypatch.setattr(deploy_module, "check_all", surprising_check_all)
+    first, second = await world.deploy()
+    assert (first.status, first.rolled_back, first.rollback_error) == ("error", "yes, healthy", "")
+    assert first.error.endswith("is done, but unexpected ValueError: a bug in a probe")
+    assert world.double.env(BACKEND_ID) == BACKEND_ENV
+    assert world.double.live[BACKEND_ID]["BRAIN_GATEWAY_IMAGE"] == OLD_BRAIN
+    assert second.status == "skipped"
 
 
 async def test_failed_deployment_rolls_back(world):

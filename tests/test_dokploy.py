@@ -333,6 +333,17 @@ async def test_compose_and_application_are_small_dataclasses(dokploy, http):
     assert "registry-pass-123" not in repr(app)
 
 
+async def test_the_services_env_never_shows_in_a_repr(dokploy, http):
+    """A target's env holds the services' own secrets; a repr (an assertion, a traceback) must not show it."""
+    double = dokploy.double
+    double.add_compose(compose_id="c12", env="DB_PASSWORD=env-pass-456", compose_file="x: ${DB_PASSWORD}")
+    double.add_application(application_id="a12", env="DB_PASSWORD=env-pass-456")
+    client = dokploy.client(http)
+    compose, app = await client.compose("c12"), await client.application("a12")
+    assert compose.env == app.env == "DB_PASSWORD=env-pass-456"
+    assert "env-pass-456" not in repr(compose) + repr(app)
+
+
 async def test_deployments_trigger_logs_and_queue(dokploy, http):
     """trigger queues a job visible in queue(); deployments() lists rows newest first; read_logs returns the tail."""
     double = dokploy.double

@@ -11,6 +11,7 @@ from pipeline.config import HealthCheck
 from pipeline.errors import HealthCheckError
 from pipeline.health import check_all, probe, wait_all, wait_healthy
 from tests.support.dokploy_double import RunningVps, http_client
+from tests.support.http_server import serve_asgi
 
 INTERVAL = 0.01
 
@@ -61,6 +62,21 @@ async def test_probe_turns_transport_errors_into_results(http):
     result = await probe(http, HealthCheck(url=f"http://127.0.0.1:{port}/health", timeout_s=1))
     assert (result.ok, result.status) == (False, None)
     assert result.detail.startswith("ConnectError")
+
+
+async def broken_gzip(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A server that says its body is gzip and sends something else."""
+    headers = [(b"content-encoding", b"gzip"), (b"content-length", b"9")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"not gzip!"})
+
+
+async def test_probe_turns_an_undecodable_answer_into_a_result(http):
+    """httpx's DecodingError is no TransportError; it is still a failed check, not a crash mid-deploy."""
+    async with serve_asgi(broken_gzip) as url:
+        result = await probe(http, HealthCheck(url=f"{url}/health", timeout_s=1))
+    assert (result.ok, result.status) == (False, None)
+    assert result.detail.startswith("DecodingError")
 
 
 async def test_probe_is_bounded_by_its_own_timeout(http, dokploy, vps, live):
