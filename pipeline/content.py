@@ -13,6 +13,10 @@ shows the same key with or without a Dagger engine.
 ``*``, ``?``, ``[...]`` and ``**``, ``!`` re-includes, the last matching
 pattern wins, and a pattern that matches a directory matches all below it.
 Like Dagger, ``<Dockerfile>.dockerignore`` is preferred to the context's one.
+
+``SOURCE_IGNORE`` is what is never uploaded to the engine, in either mode; the
+key leaves it out too, so a local ``node_modules`` or ``dist`` changes nothing
+and library mode computes the same key as module mode.
 """
 
 from __future__ import annotations
@@ -27,6 +31,22 @@ from pathlib import Path, PurePosixPath
 from pipeline.config import Service
 
 _CHUNK = 1 << 20
+
+# Only what builds need is uploaded: VCS data, dependencies and build outputs stay home.
+# Patterns are relative to the source root, with .dockerignore's rules (as Dagger's).
+SOURCE_IGNORE = [
+    ".git",
+    "**/node_modules",
+    "**/.venv",
+    "**/venv",
+    "**/__pycache__",
+    "**/.pytest_cache",
+    "**/.mypy_cache",
+    "**/.next",
+    "**/dist",
+    "**/coverage",
+    "sdk",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,17 +143,22 @@ class BuildInputs:
         """Every file of the context the build sees, sorted, relative to the context."""
         rules = self.ignore_rules()
         reincludes = any(not p.exclude for p in rules.patterns)
+        context = PurePosixPath(self.service.context).as_posix()
+        from_root = "" if context == "." else context + "/"
         seen = []
         for directory, dirnames, filenames in os.walk(self.context):
             rel_dir = Path(directory).relative_to(self.context).as_posix()
             prefix = "" if rel_dir == "." else rel_dir + "/"
+            # Never uploaded, so never seen by the build, whatever .dockerignore says.
+            dirnames[:] = [d for d in dirnames if not _NOT_UPLOADED.ignores(from_root + prefix + d)]
+            uploaded = [f for f in filenames if not _NOT_UPLOADED.ignores(from_root + prefix + f)]
             # Prune directories that are ignored and cannot be re-included, to keep big trees cheap.
             if not reincludes:
                 dirnames[:] = sorted(d for d in dirnames if not rules.ignores(prefix + d))
             # A symlink to a directory is sent as the link itself; os.walk does not descend into it.
             links = [d for d in dirnames if os.path.islink(os.path.join(directory, d))]
             dirnames[:] = [d for d in dirnames if d not in links]
-            for name in [*filenames, *links]:
+            for name in [*uploaded, *links]:
                 rel = prefix + name
                 if not rules.ignores(rel):
                     seen.append(rel)
@@ -141,6 +166,9 @@ class BuildInputs:
         if dockerfile not in seen and (self.context / dockerfile).is_file():
             seen.append(dockerfile)  # Docker always sends the Dockerfile, even when ignored.
         return sorted(seen)
+
+
+_NOT_UPLOADED = DockerIgnore("\n".join(SOURCE_IGNORE))
 
 
 def content_key(service: Service, root: Path) -> str:

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.content import SOURCE_IGNORE
 from pipeline.errors import UsageError
 from pipeline.secret import SecretValue
 
@@ -24,20 +25,6 @@ if TYPE_CHECKING:
 
 ENGINE_VERSION = "0.21.11"
 
-# Only what builds need is uploaded: VCS data, dependencies and build outputs stay home.
-SOURCE_IGNORE = [
-    ".git",
-    "**/node_modules",
-    "**/.venv",
-    "**/venv",
-    "**/__pycache__",
-    "**/.pytest_cache",
-    "**/.mypy_cache",
-    "**/.next",
-    "**/dist",
-    "**/coverage",
-    "sdk",
-]
 NO_ENGINE = (
     f"no Dagger engine reachable: install the dagger CLI {ENGINE_VERSION} "
     "(https://docs.dagger.io/install) or set _EXPERIMENTAL_DAGGER_RUNNER_HOST, "

@@ -20,7 +20,7 @@ from pipeline import flows
 from pipeline.checks import DEFAULT_PROBER_IMAGE
 from pipeline.config import Config
 from pipeline.config import load as load_config
-from pipeline.engine import SOURCE_IGNORE
+from pipeline.content import SOURCE_IGNORE
 from pipeline.gitinfo import resolve as resolve_git
 from pipeline.plan import Plan, debug_plan, make_plan, render_json, render_table
 from pipeline.secret import SecretValue

@@ -81,6 +81,10 @@ def remove(rel: str) -> Callable[[Path], None]:
         pytest.param(edit("CHANGELOG.md"), False, id="ignored-markdown-at-root"),
         pytest.param(lambda r: (r / "outside.txt").write_text("x"), False, id="file-outside-the-context"),
         pytest.param(lambda r: (r / "svc/app/empty").mkdir(), False, id="empty-directory"),
+        pytest.param(edit("dist/bundle.js"), False, id="build-output-never-uploaded"),
+        pytest.param(edit("app/.next/cache/x"), False, id="nested-build-output-never-uploaded"),
+        pytest.param(edit("app/__pycache__/main.pyc"), False, id="bytecode-never-uploaded"),
+        pytest.param(edit("sdk/client.py"), True, id="root-only-upload-pattern-inside-a-context"),
     ],
 )
 def test_what_changes_the_key(tmp_path: Path, change: Callable[[Path], None], changes_key: bool) -> None:
@@ -89,6 +93,15 @@ def test_what_changes_the_key(tmp_path: Path, change: Callable[[Path], None], ch
     before = key(root)
     change(root)
     assert (key(root) != before) is changes_key
+
+
+def test_a_root_context_leaves_out_what_is_never_uploaded(tmp_path: Path) -> None:
+    """With the repository root as context, .git and the module's sdk are not inputs; the rest is."""
+    service = dataclasses.replace(SERVICE, context=".")
+    for rel in ("Dockerfile", "app.py", ".git/HEAD", "sdk/gen.py", "web/node_modules/x.js"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    assert BuildInputs(service=service, root=tmp_path).files() == ["Dockerfile", "app.py"]
 
 
 @pytest.mark.parametrize(
