@@ -438,6 +438,7 @@ class _Reader:
             raise self.fail("services", "expected at least one [services.<name>] table")
         result: dict[str, Service] = {}
         variables: dict[str, str] = {}
+        secret_sources: dict[str, tuple[str, str]] = {}
         for name, body in value.items():
             service = self.service(name, body, registry)
             if service.image_variable in variables:
@@ -446,6 +447,16 @@ class _Reader:
                     f"{service.image_variable!r} is already used by service '{variables[service.image_variable]}'",
                 )
             variables[service.image_variable] = name
+            for secret_id, uri in service.secrets.items():
+                # The engine keys a named secret by its name alone: two builds running at
+                # once with one id from two sources would both mount whichever came last.
+                first, first_uri = secret_sources.setdefault(secret_id, (name, uri))
+                if first_uri != uri:
+                    raise self.fail(
+                        f"services.{name}.secrets.{secret_id}",
+                        f"comes from {uri}, but service '{first}' takes '{secret_id}' from {first_uri}; "
+                        f"one secret id has one source: rename it in one Dockerfile (--mount=type=secret,id=...)",
+                    )
             result[name] = service
         return result
 

@@ -511,6 +511,15 @@ EXACT = [
         id="secret-id-with-space",
     ),
     pytest.param(
+        lambda d: (
+            d["services"]["api"].__setitem__("secrets", {"npm": "env://API_NPM"}),
+            d["services"]["web"].__setitem__("secrets", {"npm": "env://WEB_NPM"}),
+        ),
+        "services.toml: services.web.secrets.npm: comes from env://WEB_NPM, but service 'api' takes 'npm' from "
+        "env://API_NPM; one secret id has one source: rename it in one Dockerfile (--mount=type=secret,id=...)",
+        id="one-secret-id-two-sources",
+    ),
+    pytest.param(
         setter(lambda d: d["services"]["web"], "image_variable", "API_IMAGE"),
         "services.toml: services.web.image_variable: 'API_IMAGE' is already used by service 'api'",
         id="image-variable-twice",
@@ -923,3 +932,12 @@ def test_a_broken_config_never_gives_a_traceback_from_python_m_pipeline(tmp_path
         assert re.match(rf"error: {re.escape(str(tmp_path))}/variant\d\.toml: ", stderr)
         assert "Traceback" not in stderr
         assert GITHUB_TOKEN not in stderr
+
+
+def test_services_may_share_a_secret_id_from_one_source() -> None:
+    """One npm token for every frontend is fine: the id and its source agree."""
+    data = base_config()
+    for name in ("api", "web"):
+        data["services"][name]["secrets"] = {"npm": "env://NPM_TOKEN"}
+    config = parse(to_toml(data))
+    assert config.services["api"].secrets == config.services["web"].secrets == {"npm": "env://NPM_TOKEN"}
