@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.server
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -429,6 +430,17 @@ def test_the_probe_reports_a_refused_connection(shell):
     assert result.returncode == 1
     assert "last result:" in result.stderr
     assert "HTTP" not in result.stderr.split("last result:")[1]
+
+
+def test_the_probe_gives_up_on_a_server_that_never_answers(shell):
+    """A socket that accepts and stays silent: each try is bounded, so the deadline holds."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/health"
+        result = probe(shell, url, 200, 2)
+    assert result.returncode == 1
+    assert f"{url} did not answer 200 within 2s" in result.stderr
 
 
 def test_the_probe_without_wget_exits_with_its_own_code():
