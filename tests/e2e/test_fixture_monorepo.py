@@ -6,10 +6,12 @@ where the end-to-end tests can run.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from pipeline import config
 from pipeline.config import dockerfile_stages
+from tests.e2e.conftest import BUSYBOX, is_static_elf
 from tests.e2e.monorepo import CONTEXTS, ENVIRONMENT, FIXTURE, SHA, plans, prepare
 
 
@@ -69,3 +71,13 @@ def test_no_fixture_image_pulls_anything():
                 assert words[1] in ("scratch", *stages), f"{dockerfile} pulls {words[1]}"
                 if len(words) == 4 and words[2].upper() == "AS":
                     stages.append(words[3])
+
+
+def test_only_a_static_busybox_counts_as_one(tmp_path):
+    """The fixtures run busybox FROM scratch: a dynamically linked one must not pass for it."""
+    assert is_static_elf(BUSYBOX), "apt-get install busybox-static (.ci/run does)"
+    assert not is_static_elf(Path(sys.executable).resolve())
+    assert not is_static_elf(Path("/bin/sh").resolve())
+    (tmp_path / "script").write_text("#!/bin/sh\necho hi\n")
+    assert not is_static_elf(tmp_path / "script")
+    assert not is_static_elf(tmp_path / "missing")
