@@ -328,11 +328,12 @@ class RegistryClient:
             raise self._error(response, repo=repo, ref=ref, doing="read")
         media_type = self._check_media_type(_content_type(response), repo, ref)
         manifest = Manifest.from_bytes(response.content, media_type)
-        claimed = _header(response, "docker-content-digest") or (ref if is_digest(ref) else "")
-        if claimed and claimed != manifest.digest:
+        # Both the registry's claim and the digest we asked for must name these bytes.
+        claims = {_header(response, "docker-content-digest"), ref if is_digest(ref) else ""} - {""}
+        if wrong := sorted(claims - {manifest.digest}):
             raise RegistryError(
                 f"registry {self.registry} sent {repo}:{ref} with bytes hashing to {manifest.digest}, "
-                f"not {claimed}: the registry or a proxy altered the manifest; retry, and if it "
+                f"not {wrong[0]}: the registry or a proxy altered the manifest; retry, and if it "
                 f"persists do not promote this image",
                 url=str(url),
                 status=response.status_code,
@@ -576,7 +577,8 @@ class RegistryClient:
             pass
 
     def _same_origin(self, url: httpx.URL) -> bool:
-        return url.host == self._host and url.scheme == self._scheme
+        """Scheme, host and port of the registry: only there do our credentials go."""
+        return (url.scheme, url.host, url.port) == (self._base.scheme, self._base.host, self._base.port)
 
     async def _call(
         self,

@@ -283,6 +283,18 @@ async def test_altered_manifest_bytes_are_detected(fault_proxy: FaultProxy, http
         await c.copy_tag("demo/app", "v1", ["prod"])
 
 
+async def test_a_manifest_asked_by_digest_must_hash_to_that_digest(
+    fault_proxy: FaultProxy, http: httpx.AsyncClient
+) -> None:
+    """A registry whose header agrees with altered bytes is still caught when we asked by digest."""
+    c = client_for(http, fault_proxy.host)
+    digest = await push_image(c, "demo/app", "v1")
+    fault_proxy.tamper_manifests = fault_proxy.rehash = True
+
+    with pytest.raises(RegistryError, match=f"not {digest}"):
+        await c.get_manifest("demo/app", digest)
+
+
 async def test_children_and_attestations_of_an_index(registry: RunningRegistry, http: httpx.AsyncClient) -> None:
     """children lists every entry; attestations maps each attestation to its platform image."""
     c = client_for(http, registry.host)
@@ -518,6 +530,31 @@ async def test_a_realm_on_another_host_gets_no_credentials(http: httpx.AsyncClie
         with pytest.raises(RegistryAuthError, match=r"tokens\.example\.net") as caught:
             await c.tags("demo/app")
     assert "s3cret-value" not in str(caught.value)
+
+
+async def test_an_upload_sent_to_another_port_gets_no_credentials(http: httpx.AsyncClient) -> None:
+    """Same host, other port is another origin: the blob goes there without our Authorization."""
+    seen: list[str | None] = []
+
+    async def storage(request: Request) -> JSONResponse:
+        seen.append(request.headers.get("authorization"))
+        return JSONResponse({}, status_code=201)
+
+    with serve_asgi(Starlette(routes=[Route("/upload", storage, methods=["PUT"])])) as elsewhere:
+
+        async def registry(request: Request) -> JSONResponse:
+            if request.headers.get("authorization") is None:
+                challenge = {"www-authenticate": 'Basic realm="registry"'}
+                return JSONResponse({"errors": [{"code": "UNAUTHORIZED"}]}, status_code=401, headers=challenge)
+            if request.method == "HEAD":
+                return JSONResponse({}, status_code=404)
+            return JSONResponse({}, status_code=202, headers={"location": f"{elsewhere}/upload?_state=s"})
+
+        routes = [Route("/{path:path}", registry, methods=["HEAD", "POST"])]
+        with serve_asgi(Starlette(routes=routes)) as url:
+            c = client_for(http, url.removeprefix("http://"), "user", "s3cret-value")
+            await c.push_blob("demo/app", b"layer bytes")
+    assert seen == [None]
 
 
 # ---- Basic auth ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import functools
+import hashlib
 import json
 import secrets
 import shutil
@@ -291,7 +292,8 @@ class FaultProxy:
     ``fail`` answers matching requests with an error status; ``paginate_tags``
     serves the tag list ``n`` at a time with a ``Link`` header (relative, as
     distribution 3 sends it, or absolute), which 2.8.2 itself never does;
-    ``tamper_manifests`` changes manifest bytes but keeps the digest header;
+    ``tamper_manifests`` changes manifest bytes but keeps the digest header, or
+    with ``rehash`` sends the header of the altered bytes (a consistent liar);
     ``strip_digest`` drops ``Docker-Content-Digest`` like an old registry.
     """
 
@@ -301,6 +303,7 @@ class FaultProxy:
     paginate_tags: int = 0
     absolute_links: bool = False
     tamper_manifests: bool = False
+    rehash: bool = False
     strip_digest: bool = False
     seen: list[tuple[str, str, int]] = field(default_factory=list)
     _client: httpx.AsyncClient | None = None
@@ -357,6 +360,8 @@ class FaultProxy:
         if self.tamper_manifests and "/manifests/" in path and request.method == "GET":
             body = body.replace(b"schemaVersion", b"schemaVersion ", 1)
             out["content-length"] = str(len(body))
+            if self.rehash:
+                out["docker-content-digest"] = "sha256:" + hashlib.sha256(body).hexdigest()
         if paged and upstream.status_code == 200:
             return self._tag_page(request, upstream.json())
         return Response(body, status_code=upstream.status_code, headers=out)
