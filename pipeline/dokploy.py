@@ -269,19 +269,21 @@ class DokployClient:
         """Replace the whole env of compose ``compose_id`` with ``env``."""
         subject = _Subject("compose", compose_id)
         # compose.update, not compose.saveEnvironment: both replace the whole env, but
-        # update answers with the stored row, so the write can be checked, while
-        # saveEnvironment only answers ``true``. Update does not check that the id
-        # exists and answers an empty body instead, which is mapped to "not found".
+        # update answers with the stored row, so the write can usually be checked without
+        # another read, while saveEnvironment only answers ``true``. Update does not check
+        # that the id exists and answers an empty body instead, mapped to "not found".
         row = await self._call("POST", "compose.update", subject, body={"composeId": compose_id, "env": env})
         if row is None:
             raise self._not_found(
                 subject, "compose.update answered with an empty body", endpoint="POST /api/compose.update"
             )
         stored = _object(row, subject).get("env")
-        if (stored or "") != env:
+        # update answers with the row as stored, which may hold the env encrypted at
+        # rest; compose.one answers it decrypted, so a mismatch is settled by reading it.
+        if (stored or "") != env and (await self.compose(compose_id)).env != env:
             raise DokployError(
                 f"Dokploy at {self._base} did not store the new env of {subject} "
-                "(compose.update answered a different env); check the service's Environment tab",
+                "(compose.one shows a different env); check the service's Environment tab",
                 endpoint="POST /api/compose.update",
                 status=200,
             )

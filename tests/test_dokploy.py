@@ -344,6 +344,25 @@ async def test_the_services_env_never_shows_in_a_repr(dokploy, http):
     assert "env-pass-456" not in repr(compose) + repr(app)
 
 
+async def test_an_env_write_answered_in_its_stored_form_is_checked_by_reading_it(dokploy, http):
+    """compose.update may answer the env as stored (encrypted); compose.one, decrypted, settles it."""
+    double = dokploy.double
+    double.add_compose(compose_id="c13", env="A=1")
+    double.update_answers_stored_env = True
+    await dokploy.client(http).save_compose_env("c13", "A=2\nB=3")
+    assert double.env("c13") == "A=2\nB=3"
+    assert [r.procedure for r in double.requests][-2:] == ["compose.update", "compose.one"]
+
+
+async def test_an_env_write_that_did_not_land_is_an_error(dokploy, http):
+    """A 200 that did not store the env must not pass for a pin: the deploy would run the old images."""
+    double = dokploy.double
+    double.add_compose(compose_id="c14", env="A=1")
+    double.update_loses_env = True
+    with pytest.raises(DokployError, match="did not store the new env of compose 'c14'"):
+        await dokploy.client(http).save_compose_env("c14", "A=2")
+
+
 async def test_deployments_trigger_logs_and_queue(dokploy, http):
     """trigger queues a job visible in queue(); deployments() lists rows newest first; read_logs returns the tail."""
     double = dokploy.double

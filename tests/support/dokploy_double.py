@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import itertools
 import json
 import logging
@@ -432,6 +433,11 @@ class DokployDouble:
         self.outcomes: dict[str, deque[tuple[Outcome, str]]] = {}
         self.faults: deque[Fault] = deque()
         self.live: dict[str, dict[str, str]] = {}
+        # Answers the docs leave open: compose.update's row may carry the env as stored
+        # (encrypted at rest) rather than decrypted as compose.one does; and a broken
+        # instance might answer 200 without storing the env at all.
+        self.update_answers_stored_env = False
+        self.update_loses_env = False
         self.seq = itertools.count(1)
         self._jobs = itertools.count(1)
         self._mono0 = clock()
@@ -1003,11 +1009,14 @@ class DokployDouble:
             return _EMPTY  # updateCompose does no existence check
         columns = {"name": "name", "description": "description", "env": "env", "composeFile": "compose_file"}
         for key, attribute in columns.items():
-            if key in data:
+            if key in data and not (key == "env" and self.update_loses_env):
                 setattr(c, attribute, data[key])
         if "sourceType" in data:
             c.source_type = data["sourceType"]
-        return self._compose_row(c)
+        row = self._compose_row(c)
+        if self.update_answers_stored_env and row.get("env"):
+            row["env"] = "enc:v1:" + hashlib.sha256(row["env"].encode()).hexdigest()
+        return row
 
     def _compose_save_environment(self, data: dict[str, Any]) -> object:
         c = self.composes.get(data["composeId"])
