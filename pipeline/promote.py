@@ -14,10 +14,13 @@ from dataclasses import replace
 from pipeline import tags as tagging
 from pipeline.config import Config
 from pipeline.deploy import GroupResult, deploy_groups
+from pipeline.deployed import digest_of, read_pins
+from pipeline.dokploy import DokployClient
 from pipeline.errors import ManifestNotFoundError, UsageError
 from pipeline.images import ImageResult
 from pipeline.plan import Plan
 from pipeline.progress import Progress
+from pipeline.registry import RegistryClient
 from pipeline.run import (
     Clock,
     Credentials,
@@ -64,22 +67,17 @@ async def promote(
     selected = select_services(config, services)
     async with http_client() as http:
         registry = registry_client(http, config, credentials)
+        reader = dokploy_client(http, config, credentials, options) if credentials.dokploy_key else None
         # Check and resolve everything first: nothing moves unless every image can be promoted.
-        digests: dict[str, str] = {}
+        digests, notes = await _source_digests(
+            config, source_env, selected, source_tag=source_tag, registry=registry, dokploy=reader
+        )
         revisions: dict[str, str] = {}
         for name in selected:
-            repository = config.repository(name)
-            try:
-                digests[name] = (await registry.resolve(repository, source_tag)).digest
-            except ManifestNotFoundError:
-                raise UsageError(
-                    f"cannot promote {name}: {config.image(name)}:{source_tag} does not exist; "
-                    f"deploy {source_env} first"
-                ) from None
-            revisions[name] = await registry.revision(repository, digests[name])
+            revisions[name] = await registry.revision(config.repository(name), digests[name])
             if revisions[name].endswith("-dirty"):
                 raise UsageError(
-                    f"cannot promote {name}: {config.image(name)}:{source_tag} was built from uncommitted "
+                    f"cannot promote {name}: {config.image(name)}@{digests[name]} was built from uncommitted "
                     f"changes ({revisions[name]}); deploy a committed build to {source_env} first"
                 )
         plan = _promotion_plan(config, target_env, selected, revisions)
@@ -126,12 +124,72 @@ async def promote(
             images,
             groups,
             started,
-            notes=(f"promoted {source_env} -> {target_env} by digest: nothing rebuilt",),
+            notes=(f"promoted {source_env} -> {target_env} by digest: nothing rebuilt", *notes),
             run_url=options.run_url,
             change="promoted",
         )
         summary = await notify_if_asked(http, config, credentials, summary)
     return summary
+
+
+async def _source_digests(
+    config: Config,
+    source_env: str,
+    services: Sequence[str],
+    *,
+    source_tag: str,
+    registry: RegistryClient,
+    dokploy: DokployClient | None,
+) -> tuple[dict[str, str], list[str]]:
+    """The digest each service runs in ``source_env``, and notes on how each was found.
+
+    What runs is read from Dokploy's pins: the moving tag moves when an image is
+    published, before its deploy, so after a failed and rolled-back deploy it names
+    a build that never went live. The tag is the answer only where the environment
+    has no target to read (or no key to read it with), and the summary says so.
+    """
+    digests: dict[str, str] = {}
+    notes: list[str] = []
+    pins: dict[str, str] = {}
+    for group in config.groups:
+        target = group.targets.get(source_env)
+        if dokploy is not None and target is not None and set(group.services) & set(services):
+            pins |= await read_pins(dokploy, config, group, target)
+    for name in services:
+        image = config.image(name)
+        try:
+            tagged = (await registry.resolve(config.repository(name), source_tag)).digest
+        except ManifestNotFoundError:
+            tagged = ""
+        if name not in pins:
+            if not tagged:
+                raise UsageError(
+                    f"cannot promote {name}: {image}:{source_tag} does not exist; deploy {source_env} first"
+                )
+            why = "no --dokploy-key" if dokploy is None else f"{source_env} has no Dokploy target for it"
+            notes.append(f"{name}: promoted what {image}:{source_tag} names ({why} to read what runs)")
+            digests[name] = tagged
+            continue
+        ref = pins[name]
+        target = config.group_of(name).targets[source_env]
+        if not ref:
+            raise UsageError(
+                f"cannot promote {name}: {source_env}'s {target.describe()} pins no image for it; "
+                f"deploy {source_env} first"
+            )
+        running = await digest_of(registry, config, ref) if ref.startswith((image + "@", image + ":")) else ""
+        if not running:
+            raise UsageError(
+                f"cannot promote {name}: {source_env}'s {target.describe()} runs {ref}, which is not an image "
+                f"of {image} in the registry; deploy {source_env} with this pipeline first"
+            )
+        if tagged and tagged != running:
+            notes.append(
+                f"{name}: promoted what {source_env} runs ({tagging.short_digest(running)}), not what "
+                f"{source_tag} names ({tagging.short_digest(tagged)}, published but not running there)"
+            )
+        digests[name] = running
+    return digests, notes
 
 
 def _promotion_plan(config: Config, environment: str, services: Sequence[str], revisions: Mapping[str, str]) -> Plan:

@@ -13,13 +13,12 @@ import re
 
 import httpx
 
-from pipeline import envfile
 from pipeline import tags as tagging
 from pipeline.config import Config
-from pipeline.errors import ManifestNotFoundError, MissingSecretError, RetentionError, UsageError
+from pipeline.deployed import digest_of, read_pins
+from pipeline.errors import MissingSecretError, RetentionError, UsageError
 from pipeline.packages import GitHubPackages
-from pipeline.registry import RegistryClient
-from pipeline.retention import RetentionPlan, apply_plan, collect_children, plan_retention, short
+from pipeline.retention import RetentionPlan, apply_plan, collect_children, plan_retention
 from pipeline.run import (
     GITHUB_API_URL,
     Clock,
@@ -133,7 +132,8 @@ async def prune(
     notes += [
         f"{plan.package}: {'deleting' if apply else 'would delete'} "
         + ", ".join(
-            f"{short(d.version.digest)} ({','.join(d.version.tags) or 'untagged'}; {d.reason})" for d in plan.delete
+            f"{tagging.short_digest(d.version.digest)} ({','.join(d.version.tags) or 'untagged'}; {d.reason})"
+            for d in plan.delete
         )
         for _, plan in plans
         if plan.delete
@@ -174,26 +174,6 @@ async def _deployed_digests(
     digests: set[str] = set()
     for group in config.groups:
         for target in group.targets.values():
-            refs: list[str] = []
-            if target.kind == "compose":
-                env = envfile.values((await client.compose(target.id)).env or "")
-                refs += [env[v] for v in (config.services[s].image_variable for s in group.services) if v in env]
-            else:
-                refs.append((await client.application(target.id)).docker_image)
-            for ref in refs:
-                digests.add(await _digest_of(registry, config, ref))
+            for ref in (await read_pins(client, config, group, target)).values():
+                digests.add(await digest_of(registry, config, ref) if ref else "")
     return digests - {""}, ""
-
-
-async def _digest_of(registry: RegistryClient, config: Config, ref: str) -> str:
-    """The digest a deployed reference names: pinned digests as they are, tags resolved."""
-    if "@" in ref:
-        return ref.split("@", 1)[1]
-    prefix = config.registry.host + "/"
-    if not ref.startswith(prefix) or ":" not in ref.removeprefix(prefix):
-        return ""
-    repository, tag = ref.removeprefix(prefix).rsplit(":", 1)
-    try:
-        return (await registry.resolve(repository, tag)).digest
-    except ManifestNotFoundError:
-        return ""

@@ -34,15 +34,10 @@ import anyio
 from pipeline.errors import GitHubAPIError, PipelineError, RetentionError, UsageError
 from pipeline.packages import GitHubPackages, PackageVersion
 from pipeline.registry import RegistryClient, children
+from pipeline.tags import short_digest
 
 _FETCH_CONCURRENCY = 8
 DEFAULT_ORPHAN_GRACE = timedelta(days=1)
-
-
-def short(digest: str) -> str:
-    """A digest shortened for people: ``sha256:`` and 12 hex digits."""
-    algorithm, _, hex_part = digest.partition(":")
-    return f"{algorithm}:{hex_part[:12]}" if hex_part else digest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,7 +82,7 @@ class RetentionPlan:
             tags = ",".join(version.tags) or "-"
             action = "delete" if decision.delete else "keep"
             lines.append(
-                f"  {action:<6} {short(version.digest)}  {version.created_at:%Y-%m-%d %H:%M}  "
+                f"  {action:<6} {short_digest(version.digest)}  {version.created_at:%Y-%m-%d %H:%M}  "
                 f"{tags}  ({decision.reason})"
             )
         return "\n".join(lines)
@@ -147,7 +142,7 @@ def plan_retention(
         parent = pending.pop()
         for kid in children_of.get(parent, ()):
             if kid in by_digest and kid not in kept:
-                kept[kid] = f"child of kept index {short(parent)}"
+                kept[kid] = f"child of kept index {short_digest(parent)}"
                 pending.append(kid)
 
     decisions: list[Decision] = []
@@ -156,7 +151,7 @@ def plan_retention(
             decisions.append(Decision(version=version, delete=False, reason=kept[version.digest]))
         elif version.digest in parents_of:
             parents = tuple(parents_of[version.digest])
-            reason = f"child of deleted index {short(parents[0])}"
+            reason = f"child of deleted index {short_digest(parents[0])}"
             decisions.append(Decision(version=version, delete=True, reason=reason, parents=parents))
         elif version.tags:
             decisions.append(Decision(version=version, delete=True, reason=f"older than the newest {keep}"))
@@ -282,7 +277,7 @@ async def apply_plan(packages: GitHubPackages, plan: RetentionPlan) -> list[Dele
         blocking = [parent for parent in decision.parents if parent in still_there]
         if blocking:
             still_there.add(version.digest)
-            detail = f"its index {short(blocking[0])} was not deleted and still references it"
+            detail = f"its index {short_digest(blocking[0])} was not deleted and still references it"
             results.append(DeletionResult(version=version, outcome="skipped", detail=detail))
             continue
         try:
@@ -302,7 +297,9 @@ def check_results(package: str, results: Sequence[DeletionResult]) -> None:
     problems = [r for r in results if r.outcome in ("failed", "skipped")]
     if not problems:
         return
-    lines = "\n".join(f"  {short(r.version.digest)} (id {r.version.id}): {r.outcome}: {r.detail}" for r in problems)
+    lines = "\n".join(
+        f"  {short_digest(r.version.digest)} (id {r.version.id}): {r.outcome}: {r.detail}" for r in problems
+    )
     done = len(results) - len(problems)
     raise RetentionError(
         f"retention of {package} deleted {done} of {len(results)} planned versions; these were not "

@@ -22,8 +22,9 @@ from datetime import datetime
 import anyio
 import httpx
 
-from pipeline import envfile, health
+from pipeline import health
 from pipeline.config import Config, DokployTarget, Group, HealthCheck
+from pipeline.deployed import application_pins, compose_pins
 from pipeline.dokploy import Deployment, DokployClient
 from pipeline.errors import DokployAuthError, DokployError, UsageError
 from pipeline.progress import format_duration
@@ -153,17 +154,16 @@ async def _target_status(
             if target.kind == "compose":
                 compose = await client.compose(target.id)
                 name, state = compose.name, compose.status
-                values = envfile.values(compose.env)
+                pins = compose_pins(config, group, compose)
                 images = tuple(
-                    PinnedImage(service=s, variable=v, image=values.get(v, ""))
-                    for s, v in ((s, config.services[s].image_variable) for s in group.services)
+                    PinnedImage(service=s, variable=config.services[s].image_variable, image=ref)
+                    for s, ref in pins.items()
                 )
             else:
                 application = await client.application(target.id)
                 name, state = application.name, application.status
-                images = tuple(
-                    PinnedImage(service=s, variable="", image=application.docker_image) for s in group.services
-                )
+                pins = application_pins(group, application)
+                images = tuple(PinnedImage(service=s, variable="", image=ref) for s, ref in pins.items())
         except DokployError as e:
             failures.append(e)
 

@@ -72,6 +72,12 @@ def sanitize_branch(branch: str) -> str:
     return cleaned[:MAX_BRANCH_LENGTH].rstrip(".-") or "detached"
 
 
+def short_digest(digest: str) -> str:
+    """A digest shortened for people: ``sha256:`` and 12 hex digits."""
+    algorithm, _, hex_part = digest.partition(":")
+    return f"{algorithm}:{hex_part[:12]}" if hex_part else digest
+
+
 def short_sha(sha: str, *, dirty: bool = False) -> str:
     """The 7-character commit, marked when the tree has uncommitted changes."""
     return sha[:SHORT_SHA_LENGTH] + ("-dirty" if dirty else "")

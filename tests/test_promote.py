@@ -14,7 +14,8 @@ from pipeline import flows
 from pipeline.errors import ConfigError, DokployAuthError, UsageError
 from pipeline.secret import SecretValue
 from pipeline.summary import render_text
-from tests.support.dokploy_double import BACKEND_ID
+from pipeline.tags import short_digest as short
+from tests.support.dokploy_double import BACKEND_ID, FRONTEND_ID
 from tests.support.world import (
     BACKEND_PROD_ID,
     FRONTEND_PROD_ID,
@@ -32,6 +33,8 @@ FRONTEND = ("bizoholic-frontend", "client-portal")
 async def test_promote_copies_staging_digests_to_production_tags_and_deploys_them(world):
     """Production's tags name staging's exact digests, and production's composes run them, healthy."""
     staged = {s: await world.seed(s, ["staging", f"staging-{SHORT}"]) for s in SERVICES}
+    world.stage(staged)
+    staging_env = world.env(BACKEND_ID)
 
     summary = await flows.promote(
         world.config(),
@@ -58,7 +61,7 @@ async def test_promote_copies_staging_digests_to_production_tags_and_deploys_the
     assert world.env(FRONTEND_PROD_ID) == pinned_env(
         world.envs[FRONTEND_PROD_ID], world, {s: pins[s] for s in FRONTEND}, "production"
     )
-    assert world.env(BACKEND_ID) == world.envs[BACKEND_ID]
+    assert world.env(BACKEND_ID) == staging_env
     assert world.dokploy.double.history(BACKEND_ID) == []
     assert [r.status for r in world.dokploy.double.history(FRONTEND_PROD_ID)] == ["done"]
 
@@ -66,10 +69,10 @@ async def test_promote_copies_staging_digests_to_production_tags_and_deploys_the
 @pytest.mark.parametrize("problem", ["missing", "dirty"])
 async def test_promote_refuses_before_moving_any_tag(world, problem):
     """A missing staging image, or one built from a dirty tree, is named, and no service gets a production tag."""
-    for service in SERVICES[:2]:
-        await world.seed(service, ["staging", f"staging-{SHORT}"])
+    staged = {s: await world.seed(s, ["staging", f"staging-{SHORT}"]) for s in SERVICES[:2]}
     if problem == "dirty":
-        await world.seed("client-portal", ["staging"], revision=f"{SHA}-dirty")
+        staged["client-portal"] = await world.seed("client-portal", ["staging"], revision=f"{SHA}-dirty")
+    world.stage(staged)
 
     with pytest.raises(UsageError) as caught:
         await flows.promote(
@@ -82,11 +85,17 @@ async def test_promote_refuses_before_moving_any_tag(world, problem):
         )
 
     message = str(caught.value)
-    assert f"cannot promote client-portal: {world.image('client-portal')}:staging" in message
     if problem == "missing":
-        assert "does not exist" in message
+        assert message == (
+            f"cannot promote client-portal: staging's compose {FRONTEND_ID} runs "
+            f"{world.old_reference('client-portal')}, which is not an image of {world.image('client-portal')} "
+            "in the registry; deploy staging with this pipeline first"
+        )
     else:
-        assert f"uncommitted changes ({SHA}-dirty)" in message
+        assert message.startswith(
+            f"cannot promote client-portal: {world.image('client-portal')}@{staged['client-portal']} was built "
+            f"from uncommitted changes ({SHA}-dirty)"
+        )
     for service in SERVICES:
         assert [t for t in await tags_of(world.client, world.repository(service)) if t.startswith("prod")] == []
     assert world.writes() == []
@@ -109,6 +118,10 @@ async def test_promote_reads_a_moving_tag_that_names_the_branch(world):
 
     assert summary.ok, render_text(summary)
     assert [o.service for o in summary.outcomes] == ["brain-gateway", "client-portal"]
+    assert (
+        f"client-portal: promoted what {world.image('client-portal')}:staging-latest names "
+        "(no --dokploy-key to read what runs)"
+    ) in summary.notes
     for service in ("brain-gateway", "client-portal"):
         assert (await world.client.resolve(world.repository(service), f"prod-{SHORT}")).digest == staged[service]
     assert "prod" not in await tags_of(world.client, world.repository("bizoholic-frontend"))
@@ -119,8 +132,7 @@ async def test_promote_reads_a_moving_tag_that_names_the_branch(world):
 @pytest.mark.parametrize("problem", ["wrong key", "no image variable"])
 async def test_promote_checks_dokploy_before_moving_any_tag(world, problem):
     """A key Dokploy refuses, or a compose without the image variable, stops promote with no production tag moved."""
-    for service in SERVICES:
-        await world.seed(service, ["staging", f"staging-{SHORT}"])
+    world.stage({s: await world.seed(s, ["staging", f"staging-{SHORT}"]) for s in SERVICES})
     credentials = world.credentials()
     if problem == "wrong key":
         credentials = replace(credentials, dokploy_key=SecretValue("DOKPLOY_API_KEY", "dk_wrong_key_Zq"))
@@ -162,3 +174,47 @@ async def test_promote_notes_say_nothing_about_a_source_it_does_not_take(world):
 
     assert summary.ok, render_text(summary)
     assert not [n for n in summary.notes if "--source" in n]
+
+
+async def test_promote_takes_what_staging_runs_not_a_tag_that_moved_past_it(world):
+    """A build published to staging whose deploy failed owns the staging tag; production gets what runs."""
+    running = {s: await world.seed(s, ["staging", f"staging-{SHORT}"]) for s in SERVICES}
+    world.stage(running)
+    failed = await world.seed("brain-gateway", ["staging"], payload=b"a build whose deploy was rolled back")
+
+    summary = await flows.promote(
+        world.config(),
+        source_env="staging",
+        target_env="production",
+        services=["brain-gateway"],
+        credentials=world.credentials(),
+        options=world.options(),
+        deploy=False,
+    )
+
+    assert summary.ok, render_text(summary)
+    assert (await world.client.resolve(world.repository("brain-gateway"), "prod")).digest == running["brain-gateway"]
+    assert (
+        f"brain-gateway: promoted what staging runs ({short(running['brain-gateway'])}), not what staging names "
+        f"({short(failed)}, published but not running there)"
+    ) in summary.notes
+    assert [procedure for procedure, _ in world.writes()] == []
+
+
+async def test_promote_refuses_a_staging_target_that_pins_nothing(world):
+    """An image variable missing from staging's compose means nothing of ours runs there: nothing moves."""
+    world.stage({s: await world.seed(s, ["staging"]) for s in SERVICES})
+    record = world.dokploy.double.composes[BACKEND_ID]
+    record.env = "\n".join(line for line in record.env.splitlines() if "BRAIN_GATEWAY_IMAGE=" not in line)
+
+    with pytest.raises(UsageError, match=f"staging's compose {BACKEND_ID} pins no image for it; deploy staging first"):
+        await flows.promote(
+            world.config(),
+            source_env="staging",
+            target_env="production",
+            services=None,
+            credentials=world.credentials(),
+            options=world.options(),
+        )
+    for service in SERVICES:
+        assert [t for t in await tags_of(world.client, world.repository(service)) if t.startswith("prod")] == []

@@ -14,8 +14,8 @@ import pytest
 
 from pipeline import flows
 from pipeline.errors import MissingSecretError, RetentionError, UsageError
-from pipeline.retention import short
 from pipeline.summary import RunSummary, render_text
+from pipeline.tags import short_digest as short
 from tests.support.github_double import GitHubDouble
 from tests.support.images import push_image, push_index
 from tests.support.world import (

@@ -12,9 +12,10 @@ import pytest
 from pipeline.errors import RetentionError, UsageError
 from pipeline.packages import GitHubPackages, PackageVersion
 from pipeline.registry import RegistryClient
-from pipeline.retention import RetentionPlan, apply_plan, check_results, collect_children, plan_retention, short
+from pipeline.retention import RetentionPlan, apply_plan, check_results, collect_children, plan_retention
 from pipeline.retry import RetryPolicy
 from pipeline.secret import SecretValue
+from pipeline.tags import short_digest as short
 from tests.support.github_double import LAST_TAGGED, GitHubDouble
 from tests.support.images import push_image, push_index
 from tests.support.registry import FaultProxy, RunningRegistry, loopback_http

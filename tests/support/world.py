@@ -349,6 +349,12 @@ class World:
     def old_reference(self, service: str, environment: str = "staging") -> str:
         return f"{self.image(service)}:{OLD_TAG if environment == 'staging' else OLD_PROD_TAG}"
 
+    def stage(self, digests: dict[str, str]) -> None:
+        """Make staging's composes pin ``digests`` (service -> digest), as a staging deploy leaves them."""
+        for compose_id, services in ((BACKEND_ID, ("brain-gateway",)), (FRONTEND_ID, SERVICES[1:])):
+            pins = {s: f"{self.image(s)}@{digests[s]}" for s in services if s in digests}
+            self.dokploy.double.composes[compose_id].env = pinned_env(self.envs[compose_id], self, pins)
+
     async def seed(
         self, service: str, tags: Iterable[str], *, revision: str = SHA, payload: bytes | None = None
     ) -> str:
