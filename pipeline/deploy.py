@@ -136,7 +136,7 @@ async def deploy_and_wait(
         if on_progress is not None and state != seen:
             seen = state
             on_progress(row)
-        if row is not None and row.finished and (row.id == mine or not await _waiting(client, target)):
+        if row is not None and row.finished and (row.id == mine or not await _ours_pending(client, target, title)):
             if row.status == "done":
                 return row
             raise DeploymentError(target.describe(), row.id, row.status, await _log_tail(client, row))
@@ -163,12 +163,19 @@ def _pick(fresh: Sequence[Deployment], mine: str, title: str) -> Deployment | No
     return by_id or by_title or (fresh[0] if fresh else None)
 
 
-async def _waiting(client: DokployClient, target: DokployTarget) -> bool:
-    """Whether a job for ``target`` still waits in Dokploy's queue (then a finished row may be another's)."""
+async def _ours_pending(client: DokployClient, target: DokployTarget, title: str) -> bool:
+    """Whether our job is still in Dokploy's queue: then a finished row not ours by title is another's.
+
+    "Active" counts too: the worker takes a job before it inserts the job's row, and
+    in between the newest new row is someone else's.
+    """
     try:
-        return any(job.state == "waiting" for job in await client.queue(target))
+        jobs = await client.queue(target)
     except DokployError:
         return False  # queueList is missing before v0.28.3: trust the newest new row, as the docs advise
+    if any(job.title for job in jobs):
+        return any(job.title == title for job in jobs)
+    return any(job.state == "waiting" for job in jobs)  # jobs without titles: any waiting one may be ours
 
 
 async def _queued(client: DokployClient, target: DokployTarget) -> bool:

@@ -157,10 +157,23 @@ async def test_a_foreign_deployment_queued_before_ours_is_not_taken_for_ours(wor
     """Another deploy of the same compose, queued earlier and failing, does not decide our result."""
     if not queue_list:
         world.double.remove_procedure("deployment.queueList")
+        # Without queueList nothing tells "our job is taken, its row not yet written"
+        # from "our row is the newest": that window is closed only where the queue is readable.
+        world.double.row_delay_s = 0
     world.double.add_compose(compose_id="blocker")
     world.double.set_duration("blocker", 0.05)
     world.double.script(BACKEND_ID, "error")
     await world.client.trigger(DokployTarget(kind="compose", id="blocker"), title="blocker")
+    await world.client.trigger(backend(), title="Manual deployment")
+    row = await deploy_and_wait(world.client, backend(), title="ours", poll_interval_s=POLL, timeout_s=3)
+    assert (row.title, row.status) == ("ours", "done")
+    assert [r.status for r in world.double.history(BACKEND_ID)] == ["done", "error"]
+
+
+async def test_a_foreign_row_is_not_ours_while_our_job_is_taken_but_has_no_row_yet(world):
+    """Between the worker taking our job and inserting its row, the newest new row is someone else's."""
+    world.double.row_delay_s = 0.1
+    world.double.script(BACKEND_ID, "error")
     await world.client.trigger(backend(), title="Manual deployment")
     row = await deploy_and_wait(world.client, backend(), title="ours", poll_interval_s=POLL, timeout_s=3)
     assert (row.title, row.status) == ("ours", "done")

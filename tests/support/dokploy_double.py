@@ -215,6 +215,7 @@ class Job:
     state: str = "waiting"
     processed_at: float | None = None
     ends_at: float | None = None
+    row_at: float | None = None
     row: DeploymentRecord | None = None
     applies: dict[str, str] | None = None
 
@@ -430,6 +431,9 @@ class DokployDouble:
         self.requests: list[RequestRecord] = []
         self.durations: dict[str, float] = {}
         self.default_duration_s = 0.03
+        # The worker inserts a job's row only after it has taken the job (queue state
+        # "active"): this is how long that takes. 0 inserts it at once.
+        self.row_delay_s = 0.0
         self.outcomes: dict[str, deque[tuple[Outcome, str]]] = {}
         self.faults: deque[Fault] = deque()
         self.live: dict[str, dict[str, str]] = {}
@@ -586,6 +590,12 @@ class DokployDouble:
         while True:
             job = self.active
             if job is not None:
+                if job.row is None:
+                    assert job.row_at is not None
+                    if job.row_at > now:
+                        return
+                    self._insert_row(job, job.row_at)
+                    continue
                 if job.ends_at is None or job.ends_at > now:
                     return
                 self._finish(job, job.ends_at)
@@ -601,10 +611,15 @@ class DokployDouble:
         return self.composes[job.service_id] if job.kind == "compose" else self.applications[job.service_id]
 
     def _start(self, job: Job, at: float) -> None:
-        service = self._service(job)
         self.active = job
         job.state = "active"
         job.processed_at = at
+        job.row_at = at + self.row_delay_s
+        if not self.row_delay_s:
+            self._insert_row(job, at)
+
+    def _insert_row(self, job: Job, at: float) -> None:
+        service = self._service(job)
         service.status = "running"
         # Rows are appended as jobs start, so list order is creation order.
         kept = [r for r in reversed(self.rows) if r.service_id == job.service_id]

@@ -372,6 +372,8 @@ class World:
 def install(world: World, *, durations_s: float | None = None) -> None:
     """Create the staging and production composes in the double and their health routes on the VPS."""
     double, vps = world.dokploy.double, world.vps.vps
+    # As on a real Dokploy, a job is taken ("active") a moment before its row exists.
+    double.row_delay_s = 0.005
     local = world.prefix
     envs = {
         BACKEND_ID: BACKEND_ENV.replace(IMAGE_PREFIX, local),
