@@ -204,6 +204,17 @@ def children(manifest: Manifest) -> list[str]:
     return [entry["digest"] for entry in _index_entries(manifest)]
 
 
+def subject(manifest: Manifest) -> str:
+    """The digest an OCI 1.1 referrer (a signature, an attestation) points at; "" for other manifests."""
+    try:
+        document = json.loads(manifest.data)
+    except ValueError:
+        return ""
+    found = document.get("subject") if isinstance(document, dict) else None
+    digest = found.get("digest") if isinstance(found, dict) else None
+    return digest if isinstance(digest, str) else ""
+
+
 def attestations(manifest: Manifest) -> dict[str, str]:
     """Buildx attestation children of an index, mapped to the platform digest each describes."""
     found: dict[str, str] = {}

@@ -11,6 +11,11 @@ first, from three facts, and the apply step deletes exactly that plan:
   (``collect_children``; any read failure stops the run before a deletion),
 - what must stay: moving tags (``staging``, ``prod``) and deployed digests.
 
+Signatures and attestations belong to the image they describe, whether they
+point at it with an OCI 1.1 ``subject`` or by cosign's ``sha256-<hex>.sig`` tag:
+they are read as parts of that image, never as images of their own, so they
+neither take a "newest" place nor outlive it, nor go while it stays.
+
 Rules, in order: a protected digest or a version with a protected tag stays; the
 newest ``keep`` tagged top-level versions stay; everything a kept version
 references stays, transitively. A tagged version beyond that goes. Untagged
@@ -23,6 +28,7 @@ it, after it.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,10 +39,12 @@ import anyio
 
 from pipeline.errors import GitHubAPIError, PipelineError, RetentionError, UsageError
 from pipeline.packages import GitHubPackages, PackageVersion
-from pipeline.registry import RegistryClient, children
+from pipeline.registry import RegistryClient, children, subject
 from pipeline.tags import short_digest
 
 _FETCH_CONCURRENCY = 8
+# cosign's tags for what it stores about an image: sha256-<hex of its digest>.sig, .att, .sbom
+_REFERRER_TAG = re.compile(r"^sha256-([0-9a-f]{64})\.[A-Za-z0-9_.-]+$")
 DEFAULT_ORPHAN_GRACE = timedelta(days=1)
 
 
@@ -142,7 +150,7 @@ def plan_retention(
         parent = pending.pop()
         for kid in children_of.get(parent, ()):
             if kid in by_digest and kid not in kept:
-                kept[kid] = f"child of kept index {short_digest(parent)}"
+                kept[kid] = f"part of kept {short_digest(parent)}"
                 pending.append(kid)
 
     decisions: list[Decision] = []
@@ -151,7 +159,7 @@ def plan_retention(
             decisions.append(Decision(version=version, delete=False, reason=kept[version.digest]))
         elif version.digest in parents_of:
             parents = tuple(parents_of[version.digest])
-            reason = f"child of deleted index {short_digest(parents[0])}"
+            reason = f"part of deleted {short_digest(parents[0])}"
             decisions.append(Decision(version=version, delete=True, reason=reason, parents=parents))
         elif version.tags:
             decisions.append(Decision(version=version, delete=True, reason=f"older than the newest {keep}"))
@@ -203,14 +211,19 @@ def _depths(parents_of: Mapping[str, Sequence[str]]) -> Callable[[str], int]:
 async def collect_children(
     registry: RegistryClient, repo: str, versions: Sequence[PackageVersion]
 ) -> dict[str, list[str]]:
-    """Map each index among ``versions`` to the digests it references, reading the registry.
+    """Map each version to the versions that are part of it: an index's children, an image's referrers.
 
     Tagged versions are read first; then the untagged ones that no tagged index
     references (they may be indexes whose tag moved away, whose own children
-    must be ordered after them). Fails closed: if any manifest cannot be read,
-    RetentionError is raised, and so nothing is deleted.
+    must be ordered after them, or referrers naming their image by ``subject``).
+    Fails closed: if any manifest cannot be read, RetentionError is raised, and
+    so nothing is deleted.
     """
     found: dict[str, list[str]] = {}
+    for version in versions:
+        tagged_for = {m.group(1) for m in map(_REFERRER_TAG.match, version.tags) if m}
+        if version.tags and len(tagged_for) == 1 and all(_REFERRER_TAG.match(t) for t in version.tags):
+            found.setdefault(f"sha256:{tagged_for.pop()}", []).append(version.digest)
     await _read_children(registry, repo, [v for v in versions if v.tags], found)
     referenced = {kid for kids in found.values() for kid in kids}
     await _read_children(registry, repo, [v for v in versions if not v.tags and v.digest not in referenced], found)
@@ -232,7 +245,9 @@ async def _read_children(
             failures.append((version.digest, e))
             return
         if kids:
-            found[version.digest] = kids
+            found.setdefault(version.digest, []).extend(kids)
+        if described := subject(manifest):
+            found.setdefault(described, []).append(version.digest)
 
     async with anyio.create_task_group() as tg:
         for version in versions:

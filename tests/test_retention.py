@@ -17,7 +17,7 @@ from pipeline.retry import RetryPolicy
 from pipeline.secret import SecretValue
 from pipeline.tags import short_digest as short
 from tests.support.github_double import LAST_TAGGED, GitHubDouble
-from tests.support.images import push_image, push_index
+from tests.support.images import push_image, push_index, push_referrer
 from tests.support.registry import FaultProxy, RunningRegistry, loopback_http
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
@@ -89,8 +89,8 @@ def test_children_of_a_kept_index_are_kept_and_of_a_deleted_one_go_after_it() ->
 
     plan = plan_of(versions, keep=1, children=children)
 
-    assert decided(plan, d(21)) == (False, f"child of kept index {short(d(2))}")
-    assert decided(plan, d(11)) == (True, f"child of deleted index {short(d(1))}")
+    assert decided(plan, d(21)) == (False, f"part of kept {short(d(2))}")
+    assert decided(plan, d(11)) == (True, f"part of deleted {short(d(1))}")
     order = [x.version.digest for x in plan.delete]
     assert order[0] == d(1)
     assert set(order[1:]) == {d(11), d(12)}
@@ -103,7 +103,7 @@ def test_a_child_shared_with_a_kept_index_is_kept() -> None:
 
     plan = plan_of(versions, keep=1, children={d(1): [d(9)], d(2): [d(9)]})
 
-    assert decided(plan, d(9)) == (False, f"child of kept index {short(d(2))}")
+    assert decided(plan, d(9)) == (False, f"part of kept {short(d(2))}")
     assert [x.version.digest for x in plan.delete] == [d(1)]
 
 
@@ -114,7 +114,7 @@ def test_references_are_followed_through_nested_indexes() -> None:
     plan = plan_of(versions, keep=1, children={d(1): [d(2)], d(2): [d(3)]})
 
     assert plan.delete == ()
-    assert decided(plan, d(3)) == (False, f"child of kept index {short(d(2))}")
+    assert decided(plan, d(3)) == (False, f"part of kept {short(d(2))}")
 
 
 def test_old_orphans_go_and_young_orphans_stay() -> None:
@@ -253,6 +253,39 @@ async def test_collect_children_finds_indexes_whose_tag_moved_away(
     assert children[build.index] == build.children
     assert plan.delete[0].version.digest == build.index
     assert {x.version.digest for x in plan.delete} == {build.index, *build.children}
+
+
+@pytest.mark.registry
+async def test_signatures_and_attestations_go_with_their_image_and_take_no_newest_place(
+    registry: RunningRegistry, github: GitHubDouble, http: httpx.AsyncClient
+) -> None:
+    """A subject referrer or a sha256-<hex>.sig tag is part of its image: kept with it, deleted after it."""
+    reg, packages = clients(http, registry.host, github)
+    old, new = await publish(reg, github, 1), await publish(reg, github, 2)
+    later = T0 + dt.timedelta(days=20)  # signed after the fact: newer than every image
+    parts: dict[str, list[str]] = {}
+    for build in (old, new):
+        by_subject = await push_referrer(reg, REPO, build.index)
+        github.push(OWNER, PACKAGE, by_subject, created_at=later)
+        sig_tag = f"sha256-{build.index.removeprefix('sha256:')}.sig"
+        by_tag = await push_referrer(reg, REPO, build.index, tag=sig_tag)
+        github.push(OWNER, PACKAGE, by_tag, [sig_tag], created_at=later)
+        parts[build.index] = [by_subject, by_tag]
+
+    versions = await packages.list_versions(PACKAGE)
+    children = await collect_children(reg, REPO, versions)
+    plan = plan_retention(
+        PACKAGE, versions, keep=1, protected_tags=set(), protected_digests=set(), children_of=children, now=NOW
+    )
+
+    assert decided(plan, new.index) == (False, "newest 1")
+    for part in parts[new.index]:
+        assert decided(plan, part) == (False, f"part of kept {short(new.index)}")
+    for part in parts[old.index]:
+        assert decided(plan, part) == (True, f"part of deleted {short(old.index)}")
+    order = [x.version.digest for x in plan.delete]
+    assert order[0] == old.index
+    assert set(order) == {old.index, *old.children, *parts[old.index]}
 
 
 @pytest.mark.registry

@@ -99,6 +99,20 @@ async def push_image(
     return await client.put_manifest(repo, tag or manifest.digest, manifest)
 
 
+async def push_referrer(client: RegistryClient, repo: str, subject: str, tag: str | None = None) -> str:
+    """A signature-like manifest about ``subject``: with an OCI 1.1 ``subject`` field, or (given a
+    cosign-style ``tag``) found by that tag alone. Pushed by digest unless tagged; returns its digest."""
+    blob = layer(f"signature of {subject}".encode(), "signature.json")
+    config, image = build_image([blob])
+    document = json.loads(image.data)
+    if tag is None:
+        document["subject"] = {"mediaType": OCI_MANIFEST, "digest": subject, "size": 0}
+    manifest = Manifest.from_bytes(_encode(document), OCI_MANIFEST)
+    await client.push_blob(repo, blob[0])
+    await client.push_blob(repo, config)
+    return await client.put_manifest(repo, tag or manifest.digest, manifest)
+
+
 def _attestation(subject: str) -> tuple[bytes, bytes, Manifest]:
     """A buildx-style attestation manifest: an in-toto layer about ``subject``."""
     statement = _encode(
