@@ -137,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--config", type=Path, default=Path("services.toml"), help="services.toml")
     prune.add_argument("--keep", type=int, default=10, help="newest versions to keep per image")
     prune.add_argument("--apply", action="store_true", help="delete for real")
-    prune.add_argument("--owner-type", choices=["org", "user"], default="org", help="who owns the packages")
+    prune.add_argument(
+        "--owner-type", choices=["org", "user"], default="org", help="who owns the packages (user: the token's own)"
+    )
     prune.add_argument("--github-api-url", default="https://api.github.com", help="GitHub API (for GHES)")
     _registry_options(prune)
     _dokploy_options(prune)

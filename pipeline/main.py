@@ -277,7 +277,9 @@ class Pipeline:
         github_token: Annotated[dagger.Secret, Doc("GITHUB_TOKEN or a PAT with delete:packages")],
         keep: Annotated[int, Doc("newest versions to keep per image")] = 10,
         apply: Annotated[bool, Doc("delete for real (default: dry run)")] = False,
-        owner_type: Annotated[str, Doc("org or user: who owns the packages")] = "org",
+        owner_type: Annotated[
+            str, Doc("org or user (then the token must be that user's): who owns the packages")
+        ] = "org",
         registry_user: RegistryUser = "",
         dokploy_key: DokployKey = None,
         dokploy_url: DokployUrl = "",

@@ -186,7 +186,9 @@ class GitHubPackages:
         # A name like "repo/sub" is one path segment on this API: "repo%2Fsub".
         name = quote(package, safe="")
         owner = quote(self.owner, safe="")
-        prefix = f"orgs/{owner}" if self.owner_type == "org" else f"users/{owner}"
+        # A user's own packages, private ones included, are listed (with paging and
+        # state) only through /user; /users/{name} lists public packages alone.
+        prefix = f"orgs/{owner}" if self.owner_type == "org" else "user"
         path = f"{prefix}/packages/container/{name}/versions"
         return self._base.join(path if version_id is None else f"{path}/{version_id}")
 
@@ -242,6 +244,8 @@ class GitHubPackages:
                 f"GitHub could not {what} ({message}): check the package name (the image name "
                 f"without ghcr.io/<owner>/), the owner and owner_type, and that the token can see it"
             )
+            if self.owner_type == "user":
+                text += f" (for user-owned packages the token must be {self.owner}'s own)"
         elif status == 400 and _LAST_TAGGED_HINT in message:
             text = (
                 f"GitHub would not {what} ({message}): it is the package's last tagged version; "

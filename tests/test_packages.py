@@ -78,15 +78,32 @@ async def test_deleted_versions_are_not_listed(github: GitHubDouble, http: httpx
     assert [v.digest for v in await client.list_versions("app")] == [digest(1)]
 
 
-async def test_user_owned_packages_use_the_users_route(github: GitHubDouble, http: httpx.AsyncClient) -> None:
-    """owner_type user lists through /users/{owner}/packages/..."""
-    github.add_token(TOKEN)
+async def test_user_owned_packages_use_the_authenticated_users_route(
+    github: GitHubDouble, http: httpx.AsyncClient
+) -> None:
+    """owner_type user goes through /user/packages/...: /users/{owner} would show public packages only."""
+    github.add_token(TOKEN, user="alice")
+    github.push("alice", "tool", digest(1), ["latest"], kind="user")  # private, as GHCR images start
+    github.push("alice", "tool", digest(2), ["old"], kind="user")
+    client = packages_for(http, github, owner="alice", kind="user")
+
+    versions = {v.digest: v for v in await client.list_versions("tool")}
+    assert await client.delete_version("tool", versions[digest(2)].id)
+
+    assert set(versions) == {digest(1), digest(2)}
+    assert [r.path for r in github.requests[-2:]] == [
+        "/user/packages/container/tool/versions",
+        f"/user/packages/container/tool/versions/{versions[digest(2)].id}",
+    ]
+
+
+async def test_another_users_token_is_told_it_must_be_the_owners(github: GitHubDouble, http: httpx.AsyncClient) -> None:
+    """The /user route sees only the token owner's packages: a 404 says whose token is needed."""
+    github.add_token(TOKEN, user="bob")
     github.push("alice", "tool", digest(1), ["latest"], kind="user")
 
-    versions = await packages_for(http, github, owner="alice", kind="user").list_versions("tool")
-
-    assert [v.digest for v in versions] == [digest(1)]
-    assert github.requests[-1].path == "/users/alice/packages/container/tool/versions"
+    with pytest.raises(GitHubAPIError, match="the token must be alice's own"):
+        await packages_for(http, github, owner="alice", kind="user").list_versions("tool")
 
 
 async def test_package_names_with_a_slash_are_one_encoded_segment(

@@ -289,7 +289,8 @@ class GitHubDouble:
         key = (kind, owner.lower(), rest[2])
         package = self.packages.get(key)
         tail = rest[3:]
-        if package is None:
+        if package is None or (parts[0] == "users" and package.visibility != "public"):
+            # /users/{u} serves a user's public packages only (the docs: "a public package").
             return _error(404, NOT_FOUND)
         if not self._can_read(token):
             return _error(403, "You need at least read:packages scope to get a package's versions.")
