@@ -789,7 +789,8 @@ class RegistryClient:
             return RegistryAuthError(
                 f"registry {self.registry} refused the credentials of user '{self._username}' for "
                 f"{repo} ({detail}): check --registry-user and that the token has read:packages "
-                f"(write:packages to push)",
+                f"(write:packages to push); GHCR also answers 401 for a repository that does not exist, "
+                f"so check that {self.registry}/{repo} is the right image",
                 url=url,
                 status=status,
             )

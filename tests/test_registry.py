@@ -573,6 +573,7 @@ async def test_basic_auth_registry_works_with_credentials(
     with pytest.raises(RegistryAuthError, match="refused the credentials") as caught:
         await bad.tags("demo/app")
     assert "not-the-password" not in str(caught.value)
+    assert f"check that {registry_with_basic_auth.host}/demo/app is the right image" in str(caught.value)
 
     anonymous = client_for(http, registry_with_basic_auth.host)
     with pytest.raises(RegistryAuthError, match="needs credentials"):
