@@ -26,6 +26,7 @@ check at once: Dagger reports that it exited, with its output.
 from __future__ import annotations
 
 import math
+import signal
 
 import anyio
 import dagger
@@ -135,6 +136,21 @@ async def run_tests(
         return TestReport(error=BuildError(plan.name, "test", f"timed out after {spec.timeout_s:g}s"))
 
 
+def ended(code: int) -> str:
+    """How a command ended, in words: ``exited 1``, or ``was killed by SIGKILL (often: out of memory)``.
+
+    Exit codes 128-191 mean a signal, and Dagger raises ExecError for them even under
+    ReturnType.ANY: a test killed for memory must not read as a failing build step.
+    """
+    if not 128 < code < 192:
+        return f"exited {code}"
+    try:
+        name = signal.Signals(code - 128).name
+    except ValueError:
+        name = f"signal {code - 128}"
+    return f"was killed by {name}" + (" (often: out of memory)" if code - 128 == signal.SIGKILL else "")
+
+
 async def _stage_tests(plan: ServicePlan, stage: dagger.Container, reports: str) -> TestReport:
     """Build the test stage: its RUN steps are the tests."""
     try:
@@ -143,7 +159,7 @@ async def _stage_tests(plan: ServicePlan, stage: dagger.Container, reports: str)
         command = " ".join(e.command)
         target = plan.service.test.stage if plan.service.test else ""
         return TestReport(
-            error=BuildError(plan.name, "test", f"stage '{target}': `{command}` exited {e.exit_code}", exec_output(e))
+            error=BuildError(plan.name, "test", f"stage '{target}': `{command}` {ended(e.exit_code)}", exec_output(e))
         )
     return TestReport(reports=stage.directory(reports) if reports else None)
 
@@ -154,9 +170,10 @@ async def _command_tests(plan: ServicePlan, container: dagger.Container, reports
     try:
         code = await container.exit_code()
     except dagger.ExecError as e:
-        # The command never ran: a RUN step of the test stage under it failed.
+        # A RUN step of the test stage under it failed, or the command itself was killed
+        # by a signal (which ANY does not cover; its reports are lost with it).
         return TestReport(
-            error=BuildError(plan.name, "test", f"`{' '.join(e.command)}` exited {e.exit_code}", exec_output(e))
+            error=BuildError(plan.name, "test", f"`{' '.join(e.command)}` {ended(e.exit_code)}", exec_output(e))
         )
     directory = container.directory(reports) if reports else None
     if code == 0:
@@ -233,8 +250,9 @@ async def check_probe(plan: ServicePlan, prober: dagger.Container, *, grace_s: f
     except TimeoutError:
         raise BuildError(plan.name, "smoke", what) from None
     except dagger.ExecError as e:
-        # The service's own process failed (the prober's exit code is kept by ANY).
-        raise BuildError(plan.name, "smoke", f"{what}: it exited {e.exit_code}", exec_output(e)) from None
+        # The service's own process failed, or the prober was killed by a signal.
+        who = "the prober" if list(e.command[:2]) == ["sh", "-c"] else "it"
+        raise BuildError(plan.name, "smoke", f"{what}: {who} {ended(e.exit_code)}", exec_output(e)) from None
     except dagger.QueryError as e:
         # Dagger says the service exited before its port opened, with its output.
         lines = str(e).strip().splitlines() or ["the engine refused the smoke check"]

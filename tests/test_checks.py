@@ -32,6 +32,7 @@ from pipeline.checks import (
     TEST_RUN_VARIABLE,
     check_probe,
     command_container,
+    ended,
     run_smoke,
     run_tests,
     smoke_prober,
@@ -306,6 +307,48 @@ async def test_a_service_process_failing_reports_its_exit_code(engine):
 
     assert caught.value.detail.endswith(": it exited 2")
     assert "panic: bind: address in use" in caught.value.output_tail
+
+
+async def test_a_prober_killed_by_a_signal_is_not_blamed_on_the_service(engine):
+    """Exit codes 128-191 escape ReturnType.ANY as ExecError: a killed prober says so."""
+    engine.answers["exitCode"] = lambda q: exec_error(["sh", "-c", PROBE_SCRIPT, "probe"], 143)
+    client = dagger.Client()
+
+    with pytest.raises(BuildError) as caught:
+        await run_smoke(make_plan(smoke=SMOKE), built_image(client), run_id="r", client=client)
+
+    assert caught.value.detail.endswith(": the prober was killed by SIGTERM")
+
+
+async def test_a_test_command_killed_for_memory_says_so(engine):
+    """A test run killed by SIGKILL (137) is named as such, not as a failing build step."""
+    engine.answers["exitCode"] = lambda q: exec_error(["pytest", "-q"], 137, stdout="collected 900 items")
+    client = dagger.Client()
+    plan = make_plan(test=config.TestSpec(command=("pytest", "-q"), reports="/reports"))
+
+    report = await run_tests(plan, built=built_image(client), stage=None, run_id="r", client=client)
+
+    assert report.error is not None
+    assert report.error.detail == "`pytest -q` was killed by SIGKILL (often: out of memory)"
+    assert "collected 900 items" in report.error.output_tail
+    assert report.reports is None
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (0, "exited 0"),
+        (1, "exited 1"),
+        (128, "exited 128"),
+        (130, "was killed by SIGINT"),
+        (137, "was killed by SIGKILL (often: out of memory)"),
+        (191, "was killed by signal 63"),
+        (192, "exited 192"),
+    ],
+)
+def test_exit_codes_read_as_exits_or_signals(code, words):
+    """128 + n is signal n, the range Dagger reports as an error even under ANY."""
+    assert ended(code) == words
 
 
 async def test_a_smoke_check_that_hangs_stops_at_its_timeout(engine):
