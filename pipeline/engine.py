@@ -9,7 +9,9 @@ to get an engine when there is none, and point the SDK at a CLI found on PATH
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -61,12 +63,34 @@ def cli_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return {"_EXPERIMENTAL_DAGGER_CLI_BIN": cli} if cli else {}
 
 
+def version_mismatch(cli: str, *, timeout_s: float = 15.0) -> str:
+    """A warning when the dagger CLI at ``cli`` is not the version the SDK was built for, else "".
+
+    The SDK speaks the API of its own release; another CLI starts another engine,
+    whose schema may lack what the pipeline calls. Not an error: patch releases mix.
+    """
+    try:
+        answer = subprocess.run([cli, "version"], capture_output=True, text=True, timeout=timeout_s, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"warning: could not ask {cli} for its version ({type(e).__name__}); expected {ENGINE_VERSION}"
+    found = re.search(r"\bv(\d+\.\d+\.\d+\S*)", answer)
+    if found is None or found.group(1) == ENGINE_VERSION:
+        return ""
+    return (
+        f"warning: {cli} is dagger {found.group(1)}, but this pipeline is built and tested for "
+        f"{ENGINE_VERSION}: install dagger {ENGINE_VERSION} if calls fail"
+    )
+
+
 @asynccontextmanager
 async def connected() -> AsyncIterator[None]:
     """An open engine session, with its progress on stderr."""
     if not engine_reachable():
         raise UsageError(NO_ENGINE)
     os.environ.update(cli_environment())
+    cli = os.environ.get("_EXPERIMENTAL_DAGGER_CLI_BIN", "")
+    if cli and not os.environ.get("DAGGER_SESSION_PORT") and (warning := version_mismatch(cli)):
+        print(warning, file=sys.stderr)
     import dagger  # noqa: PLC0415 - the SDK loads in ~1 s; only engine runs pay for it.
 
     async with dagger.connection(dagger.Config(log_output=sys.stderr)):

@@ -12,11 +12,12 @@ the only point of that command is to run these tests.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pytest
 
-from pipeline.engine import cli_environment, engine_reachable
+from pipeline.engine import cli_environment, engine_reachable, version_mismatch
 
 NO_ENGINE = (
     "no Dagger engine reachable: install the dagger CLI 0.21.11 "
@@ -65,3 +66,5 @@ def _needs_an_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     # The SDK downloads its own CLI unless told which one to run: use the one found.
     for name, value in cli_environment().items():
         monkeypatch.setenv(name, value)
+        if mismatch := version_mismatch(value):
+            warnings.warn(mismatch, stacklevel=1)
