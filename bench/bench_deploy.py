@@ -33,8 +33,9 @@ from pathlib import Path
 import anyio
 import httpx
 
+from pipeline import envfile
 from pipeline.config import parse
-from pipeline.deploy import deploy_groups, replace_env_values
+from pipeline.deploy import deploy_groups
 from pipeline.dokploy import DokployClient
 from pipeline.secret import SecretValue
 from tests.support.dokploy_double import (
@@ -128,7 +129,7 @@ def grant_repull(double: DokployDouble) -> None:
     """The moving :staging tag now names the new build; grant the seed that Dokploy re-pulls it."""
     for compose in (BACKEND_ID, FRONTEND_ID):
         wanted = {v: PINS[s] for s, (c, v, _) in WHERE.items() if c == compose}
-        double.composes[compose].env = replace_env_values(double.env(compose) or "", wanted)
+        double.composes[compose].env = envfile.replace(double.env(compose) or "", wanted)
 
 
 async def seed(http: httpx.AsyncClient, url: str, key: str) -> str:

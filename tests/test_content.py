@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from pipeline.config import Service
-from pipeline.content import BuildInputs, DockerIgnore, content_key
+from pipeline.content import SOURCE_IGNORE, BuildInputs, DockerIgnore, content_key
 
 SERVICE = Service(name="api", context="svc", dockerfile="Dockerfile", build_args={"MODE": "prod"})
 
@@ -283,3 +284,9 @@ def test_content_key_does_not_follow_links_out_of_the_context(tmp_path: Path) ->
     before = key(root)
     outside.write_text("two\n")
     assert key(root) == before
+
+
+def test_every_never_uploaded_pattern_ends_in_a_plain_name() -> None:
+    """The key's fast path looks at the last path part first: a glob there would slip past it."""
+    for pattern in SOURCE_IGNORE:
+        assert re.fullmatch(r"(\*\*/)?[A-Za-z0-9_.-]+", pattern), pattern
