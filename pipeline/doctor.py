@@ -395,6 +395,15 @@ def _compose_file_checks(
         read: Callable[[], composefile.ComposeFile] = lambda: composefile.parse(remote, file=origin)  # noqa: E731
     elif target.compose_file:
         origin = target.compose_file
+        if not (source / origin).is_file():
+            return [
+                _failed(
+                    label,
+                    f"{origin} is not under the source {str(source)!r}",
+                    f"pass --source with the repository root, or fix compose_file in [groups.targets.{env}] "
+                    f"of '{group.name}'",
+                )
+            ]
         read = lambda: composefile.load(source / target.compose_file)  # noqa: E731
     elif lookup is None or lookup.compose is None:
         # Dokploy was not read (no key, unreachable, key refused): its row above says why.

@@ -441,6 +441,17 @@ async def test_unparsable_compose_file_fails_naming_the_file(world):
     assert "not valid YAML" in check.detail
 
 
+async def test_a_compose_file_missing_from_the_source_says_where_it_was_looked_for(world):
+    """No compose file at services.toml's path: the row names the path and both ways to fix it."""
+    (world.root / COMPOSE_FILE).unlink()
+    check = row(await world.doctor(), "staging/backend compose file")
+    assert check.ok is False
+    assert check.detail == f"{COMPOSE_FILE} is not under the source {str(world.root)!r}"
+    assert check.fix == (
+        "pass --source with the repository root, or fix compose_file in [groups.targets.staging] of 'backend'"
+    )
+
+
 async def test_image_variable_missing_from_env_fails_without_printing_values(world):
     """A compose env without the image variable fails, naming it, and never shows the env's values."""
     world.dokploy.double.composes[world.backend_id].env = f"DB_PASSWORD={DB_PASSWORD}\n"
