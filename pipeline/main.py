@@ -7,7 +7,6 @@ the same coroutines ``python -m pipeline`` runs in library mode.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -22,6 +21,7 @@ from pipeline.config import Config
 from pipeline.config import load as load_config
 from pipeline.content import SOURCE_IGNORE
 from pipeline.gitinfo import resolve as resolve_git
+from pipeline.localcopy import copy_for_run
 from pipeline.plan import Plan, debug_plan, make_plan, render_json, render_table
 from pipeline.secret import SecretValue
 
@@ -88,7 +88,7 @@ class Pipeline:
         build_secrets: BuildSecrets = None,
     ) -> dagger.Container:
         """Build one service's image, to chain terminal, with-exec, export or publish on it."""
-        local = await self._local()
+        local = await self._local(services=[service])
         plan = debug_plan(
             load_config(local / self.config), services=[service], source=local, origin="dagger call build"
         )
@@ -108,7 +108,7 @@ class Pipeline:
         build_secrets: BuildSecrets = None,
     ) -> str:
         """Build one service and run its tests and smoke check."""
-        local = await self._local()
+        local = await self._local(services=[service])
         plan = debug_plan(load_config(local / self.config), services=[service], source=local, origin="dagger call test")
         engine = await self._engine(smoke_prober, build_secrets)
         summary = await flows.run_tests(plan, engine=engine, reports=engine.read_reports)
@@ -125,7 +125,7 @@ class Pipeline:
         build_secrets: BuildSecrets = None,
     ) -> str:
         """Build every service at once (bounded), with its tests and smoke check; publish nothing."""
-        local = await self._local()
+        local = await self._local(services=services)
         plan = debug_plan(
             load_config(local / self.config), services=services, source=local, origin="dagger call build-all"
         )
@@ -139,7 +139,7 @@ class Pipeline:
         self, service: Annotated[str, Doc("the service whose tests to run")], build_secrets: BuildSecrets = None
     ) -> dagger.Directory:
         """Run one service's tests and return its reports directory, to chain export --path=reports."""
-        local = await self._local()
+        local = await self._local(services=[service])
         plan = debug_plan(
             load_config(local / self.config), services=[service], source=local, origin="dagger call test-reports"
         ).service(service)
@@ -251,7 +251,7 @@ class Pipeline:
         poll_interval: PollInterval = flows.POLL_INTERVAL_S,
     ) -> str:
         """Copy the exact digests of one environment onto another's tags, then deploy them."""
-        config = load_config(await self._local() / self.config)
+        config = load_config(await self._local(contexts=False) / self.config)
         summary = await flows.promote(
             config,
             source_env=from_,
@@ -286,7 +286,7 @@ class Pipeline:
         summary_format: SummaryFormat = "text",
     ) -> str:
         """Delete old image versions from GHCR, never one in use."""
-        config = load_config(await self._local() / self.config)
+        config = load_config(await self._local(contexts=False) / self.config)
         summary = await flows.prune(
             config,
             keep=keep,
@@ -309,7 +309,7 @@ class Pipeline:
         environment: Environment = "",
     ) -> str:
         """Check everything a deploy needs, change nothing, and say how to fix each failure."""
-        local = await self._local()
+        local = await self._local(compose_files=True)
         report = await flows.doctor(
             local,
             config_path=local / self.config,
@@ -330,7 +330,7 @@ class Pipeline:
         format: Annotated[str, Doc("table or json")] = "table",
     ) -> str:
         """Show what each environment runs: Dokploy's state, last deployments, pinned images, health."""
-        config = load_config(await self._local() / self.config)
+        config = load_config(await self._local(contexts=False) / self.config)
         return await flows.status(
             config,
             environment=environment,
@@ -356,17 +356,18 @@ class Pipeline:
             build_secrets=await building.secrets_by_uri(build_secrets),
         )
 
-    async def _local(self) -> Path:
-        """The source, exported into the runtime container, so config and content keys read real files."""
-        # Inside a module, export writes to the runtime container, not the caller's host.
-        target = Path(tempfile.mkdtemp(prefix="pipeline-source-"))
-        await self.source.export(str(target))
-        return target
+    async def _local(
+        self, *, services: list[str] | None = None, contexts: bool = True, compose_files: bool = False
+    ) -> Path:
+        """What this call reads of the source, exported into the runtime container (pipeline.localcopy)."""
+        return await copy_for_run(
+            self.source, config=self.config, services=services, contexts=contexts, compose_files=compose_files
+        )
 
     async def _plan(
         self, *, branch: str, sha: str, environment: str, services: list[str] | None, event: str = ""
     ) -> Plan:
-        local = await self._local()
+        local = await self._local(services=services)
         config: Config = load_config(local / self.config)
         # .git is not uploaded, so the commit comes from the arguments.
         git = resolve_git(None, branch=branch, sha=sha, event=event, env={})
