@@ -43,8 +43,9 @@ from pipeline.registry import RegistryClient, children, subject
 from pipeline.tags import short_digest
 
 _FETCH_CONCURRENCY = 8
-# cosign's tags for what it stores about an image: sha256-<hex of its digest>.sig, .att, .sbom
-_REFERRER_TAG = re.compile(r"^sha256-([0-9a-f]{64})\.[A-Za-z0-9_.-]+$")
+# Tags that name what is stored about an image, not an image: cosign's sha256-<hex>.sig
+# (.att, .sbom), and the OCI 1.1 referrers fallback tag sha256-<hex> itself.
+_REFERRER_TAG = re.compile(r"^sha256-([0-9a-f]{64})(?:\.[A-Za-z0-9_.-]+)?$")
 DEFAULT_ORPHAN_GRACE = timedelta(days=1)
 
 
@@ -127,8 +128,11 @@ def plan_retention(
                     parents_of[kid].append(parent)
 
     kept: dict[str, str] = {}
+    # Only tags that name an image make a version "tagged": a signature tagged
+    # sha256-<hex>.sig is an untagged part of its image, and an orphan once that is gone.
+    tagged = {v.digest for v in versions if any(not _REFERRER_TAG.match(t) for t in v.tags)}
     top_level_tagged = sorted(
-        (v for v in versions if v.tags and v.digest not in parents_of),
+        (v for v in versions if v.digest in tagged and v.digest not in parents_of),
         key=lambda v: (v.created_at, v.id),
         reverse=True,
     )
@@ -141,7 +145,11 @@ def plan_retention(
             kept[version.digest] = f"moving tag {', '.join(moving)}"
         elif version.digest in newest:
             kept[version.digest] = f"newest {keep}"
-        elif not version.tags and version.digest not in parents_of and not _is_old(version, now, orphan_grace):
+        elif (
+            version.digest not in tagged
+            and version.digest not in parents_of
+            and not _is_old(version, now, orphan_grace)
+        ):
             kept[version.digest] = _young_orphan_reason(orphan_grace)
 
     # Everything a kept version references stays, however deep.
@@ -161,7 +169,7 @@ def plan_retention(
             parents = tuple(parents_of[version.digest])
             reason = f"part of deleted {short_digest(parents[0])}"
             decisions.append(Decision(version=version, delete=True, reason=reason, parents=parents))
-        elif version.tags:
+        elif version.digest in tagged:
             decisions.append(Decision(version=version, delete=True, reason=f"older than the newest {keep}"))
         else:
             decisions.append(

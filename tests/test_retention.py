@@ -129,6 +129,21 @@ def test_old_orphans_go_and_young_orphans_stay() -> None:
     assert keep_all.delete == ()
 
 
+@pytest.mark.parametrize("suffix", [".sig", ""], ids=["cosign", "oci-fallback-tag"])
+def test_a_signature_whose_image_is_gone_is_an_orphan_not_a_newest_image(suffix: str) -> None:
+    """Signed after the fact, so newer than every image: still never one of the newest N."""
+    gone = f"sha256-{'e' * 64}{suffix}"
+    young = f"sha256-{'f' * 64}.att"
+    versions = [v(1, "sha-1", day=1), v(2, "sha-2", day=2), v(7, gone, day=3), v(8, young, day=29.9)]
+
+    plan = plan_of(versions, keep=1, orphan_grace=dt.timedelta(days=1))
+
+    assert decided(plan, d(2)) == (False, "newest 1")
+    assert decided(plan, d(1)) == (True, "older than the newest 1")
+    assert decided(plan, d(7)) == (True, "untagged and unreferenced for over 1d")
+    assert decided(plan, d(8)) == (False, "untagged orphan younger than 1d (may be a push in progress)")
+
+
 def test_keep_must_be_at_least_one() -> None:
     """keep=0 would empty the package, which GitHub refuses; it is a usage error."""
     with pytest.raises(UsageError, match="keep must be at least 1"):
@@ -267,7 +282,8 @@ async def test_signatures_and_attestations_go_with_their_image_and_take_no_newes
     for build in (old, new):
         by_subject = await push_referrer(reg, REPO, build.index)
         github.push(OWNER, PACKAGE, by_subject, created_at=later)
-        sig_tag = f"sha256-{build.index.removeprefix('sha256:')}.sig"
+        # cosign's tag for the new image, the OCI 1.1 fallback tag (no suffix) for the old one
+        sig_tag = f"sha256-{build.index.removeprefix('sha256:')}" + (".sig" if build is new else "")
         by_tag = await push_referrer(reg, REPO, build.index, tag=sig_tag)
         github.push(OWNER, PACKAGE, by_tag, [sig_tag], created_at=later)
         parts[build.index] = [by_subject, by_tag]
