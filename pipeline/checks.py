@@ -62,11 +62,12 @@ if ! command -v wget >/dev/null 2>&1; then
 fi
 start=$(date +%s)
 last="no answer"
-# Each try is bounded too: wget would otherwise wait 15 minutes on a socket that never
-# answers. Not with wget -T, which crashes Debian's static busybox 1.35.
-try=5; [ "$timeout" -lt "$try" ] && try="$timeout"; [ "$try" -lt 1 ] && try=1
-bounded=""; command -v timeout >/dev/null 2>&1 && bounded="timeout $try"
+# Each try gets the time left, no more: wget would otherwise wait 15 minutes on a socket
+# that never answers. Not with wget -T, which crashes Debian's static busybox 1.35.
+has_timeout=""; command -v timeout >/dev/null 2>&1 && has_timeout=1
 while :; do
+  left=$(( timeout - ($(date +%s) - start) )); [ "$left" -lt 1 ] && left=1
+  bounded=""; [ -n "$has_timeout" ] && bounded="timeout $left"
   out=$($bounded wget -q -S -O /dev/null "$url" 2>&1)
   status=$(printf '%s\n' "$out" | sed -n 's/^ *HTTP\/[0-9.]* \([0-9][0-9][0-9]\).*/\1/p' | tail -n 1)
   if [ "$status" = "$expect" ]; then

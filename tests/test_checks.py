@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -392,9 +393,15 @@ async def test_a_prober_without_wget_says_so(engine):
 # ---- the probe script, for real ------------------------------------------------------------
 
 
+# Slower than the 5 s a single try was once capped at: only the time left may bound a try.
+SLOW_ANSWER_S = 6
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        status = {"/health": 200, "/empty": 204}.get(self.path, 503)
+        if self.path == "/slow":
+            time.sleep(SLOW_ANSWER_S)
+        status = {"/health": 200, "/empty": 204, "/slow": 200}.get(self.path, 503)
         self.send_response(status)
         self.end_headers()
         if status != 204:
@@ -484,6 +491,13 @@ def test_the_probe_gives_up_on_a_server_that_never_answers(shell):
         result = probe(shell, url, 200, 2)
     assert result.returncode == 1
     assert f"{url} did not answer 200 within 2s" in result.stderr
+
+
+def test_a_slow_endpoint_within_the_deadline_passes(shell, http_server):
+    """An answer that takes longer than a poll interval still counts if it comes in time."""
+    result = probe(shell, f"{http_server}/slow", 200, 15)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"smoke: {http_server}/slow answered 200\n"
 
 
 def test_the_probe_without_wget_exits_with_its_own_code():
