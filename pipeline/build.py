@@ -217,16 +217,18 @@ class DaggerImageEngine:
 
     async def _register_pull_auth(self, registry: str) -> None:
         """Once per registry host, evaluate a chain that adds the credentials, if we have any."""
-        if self._token is None or not self._username:
+        if self._token is None:
             return
         async with self._pull_auth_lock:
             if registry in self._pull_auth_hosts:
                 return
-            self._pull_auth_hosts.add(registry)
             # An unset repository secret arrives empty: registering it would turn
             # anonymous pulls of public base images into failed logins.
             if await self._token.plaintext():
-                await self._client.container().with_registry_auth(registry, self._username, self._token).sync()
+                # The user name as publish() gives it: GHCR checks only the token.
+                username = self._username or "token"
+                await self._client.container().with_registry_auth(registry, username, self._token).sync()
+            self._pull_auth_hosts.add(registry)
 
     async def test(self, plan: ServicePlan, built: Built) -> TestReport:
         """Run the tests in the native image, or in the test stage built beside it."""

@@ -327,6 +327,34 @@ async def test_credentials_are_registered_once_per_registry_before_building(engi
     assert len(engine.asked_for("sync")) == 1 + 3
 
 
+async def test_a_token_without_a_user_name_is_registered_as_publish_sends_it(engine):
+    """--registry-token alone publishes (as user "token"); pulls of a private base image get the same login."""
+    engine.answers["plaintext"] = lambda q: "t"
+    client = dagger.Client()
+    token = client.set_secret("registry_token", "t")
+    await DaggerImageEngine(source(client), token=token, client=client).build(make_plan())
+    (registered,) = [q for q in engine.requests if any(name == "withRegistryAuth" for name, _ in q)]
+    assert ("withRegistryAuth", {"address": "ghcr.io", "username": "token", "secret": query(token)}) in registered
+
+
+async def test_a_registration_that_failed_is_tried_again_by_the_next_build(engine):
+    """Only a registration that went through is remembered."""
+    engine.answers["plaintext"] = lambda q: "t"
+    failures = [query_error("registry auth store unavailable")]
+
+    def sync(q: Query) -> object:
+        is_auth = any(name == "withRegistryAuth" for name, _ in q)
+        return failures.pop() if is_auth and failures else "an-id"
+
+    engine.answers["sync"] = sync
+    client = dagger.Client()
+    images = DaggerImageEngine(source(client), registry_user="bot", token=client.set_secret("t", "t"), client=client)
+    with pytest.raises(dagger.QueryError):
+        await images.build(make_plan())
+    await images.build(make_plan())
+    assert len([q for q in engine.asked_for("sync") if any(n == "withRegistryAuth" for n, _ in q)]) == 2
+
+
 async def test_without_credentials_builds_register_no_auth(engine):
     """Without a token (plan, build, test), nothing is registered: public FROM images need none."""
     client = dagger.Client()
