@@ -135,12 +135,14 @@ class GitHubPackages:
         self._base = httpx.URL(api_url.rstrip("/") + "/")
         self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
         self._retry = retry or RetryPolicy(attempts=4, timeout_s=120.0, wait_initial_s=1.0, wait_max_s=30.0)
+        self._owner_checked = False
 
     def __repr__(self) -> str:
         return f"GitHubPackages(owner={self.owner!r}, owner_type={self.owner_type!r}, api={str(self._base)!r})"
 
     async def list_versions(self, package: str) -> list[PackageVersion]:
         """Every active version of a container package, following pagination."""
+        await self._check_token_owner()
         url: httpx.URL | None = self._versions_url(package).copy_merge_params(
             {"per_page": _PER_PAGE, "state": "active"}
         )
@@ -169,6 +171,7 @@ class GitHubPackages:
 
     async def delete_version(self, package: str, version_id: int) -> bool:
         """Delete one version; True if deleted now, False if it was already gone."""
+        await self._check_token_owner()
         url = self._versions_url(package, version_id)
         response = await self._send("DELETE", url)
         if response.status_code == 204:
@@ -177,6 +180,38 @@ class GitHubPackages:
             # Listed a moment ago, so 404 means someone (or a retry) already deleted it.
             return False
         raise self._error(response, package=package, doing=f"delete version {version_id} of")
+
+    async def _check_token_owner(self) -> None:
+        """For user-owned packages: the /user routes act for the token's owner, who must be ``owner``.
+
+        Otherwise another user's package of the same name would be listed and pruned.
+        """
+        if self.owner_type != "user" or self._owner_checked:
+            return
+        url = self._base.join("user")
+        response = await self._send("GET", url)
+        login = ""
+        if response.status_code == 200:
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = None
+            login = str(answer.get("login") or "") if isinstance(answer, dict) else ""
+        if not login:
+            raise GitHubAPIError(
+                f"GitHub would not say whose token this is (GET /user: HTTP {response.status_code}, "
+                f"{_message(response)}): user-owned packages of {self.owner} can be pruned only with "
+                f"{self.owner}'s own classic personal access token (read:packages, delete:packages)",
+                url=str(url),
+                status=response.status_code,
+            )
+        if login.lower() != self.owner.lower():
+            raise UsageError(
+                f"the GitHub token belongs to '{login}', but the packages belong to user '{self.owner}': "
+                f"user-owned packages can be pruned only with the owner's own token; pass {self.owner}'s "
+                "token (or --owner-type=org if the owner is an organisation)"
+            )
+        self._owner_checked = True
 
     def _versions_url(self, package: str, version_id: int | None = None) -> httpx.URL:
         if not package or package != package.strip():
@@ -244,8 +279,6 @@ class GitHubPackages:
                 f"GitHub could not {what} ({message}): check the package name (the image name "
                 f"without ghcr.io/<owner>/), the owner and owner_type, and that the token can see it"
             )
-            if self.owner_type == "user":
-                text += f" (for user-owned packages the token must be {self.owner}'s own)"
         elif status == 400 and _LAST_TAGGED_HINT in message:
             text = (
                 f"GitHub would not {what} ({message}): it is the package's last tagged version; "

@@ -91,19 +91,37 @@ async def test_user_owned_packages_use_the_authenticated_users_route(
     assert await client.delete_version("tool", versions[digest(2)].id)
 
     assert set(versions) == {digest(1), digest(2)}
-    assert [r.path for r in github.requests[-2:]] == [
+    assert [r.path for r in github.requests] == [
+        "/user",  # whose token this is, once
         "/user/packages/container/tool/versions",
         f"/user/packages/container/tool/versions/{versions[digest(2)].id}",
     ]
 
 
-async def test_another_users_token_is_told_it_must_be_the_owners(github: GitHubDouble, http: httpx.AsyncClient) -> None:
-    """The /user route sees only the token owner's packages: a 404 says whose token is needed."""
+async def test_another_users_token_touches_nothing(github: GitHubDouble, http: httpx.AsyncClient) -> None:
+    """/user acts for the token's owner: bob's token must not list (or prune) bob's 'tool' as alice's."""
     github.add_token(TOKEN, user="bob")
     github.push("alice", "tool", digest(1), ["latest"], kind="user")
+    github.push("bob", "tool", digest(2), ["latest"], kind="user")
+    client = packages_for(http, github, owner="Alice", kind="user")
 
-    with pytest.raises(GitHubAPIError, match="the token must be alice's own"):
+    with pytest.raises(UsageError, match="the GitHub token belongs to 'bob', but the packages belong to user 'Alice'"):
+        await client.list_versions("tool")
+    with pytest.raises(UsageError):
+        await client.delete_version("tool", 1)
+    assert [r.path for r in github.requests] == ["/user", "/user"]
+
+
+async def test_a_workflow_token_cannot_prune_user_owned_packages(github: GitHubDouble, http: httpx.AsyncClient) -> None:
+    """GITHUB_TOKEN is no user: the error names the token that works, and nothing is listed."""
+    github.add_token(TOKEN, kind="github_token", admin=True)
+    github.push("alice", "tool", digest(1), ["latest"], kind="user")
+
+    with pytest.raises(GitHubAPIError) as caught:
         await packages_for(http, github, owner="alice", kind="user").list_versions("tool")
+    assert "Resource not accessible by integration" in str(caught.value)
+    assert "alice's own classic personal access token" in str(caught.value)
+    assert TOKEN not in str(caught.value)
 
 
 async def test_package_names_with_a_slash_are_one_encoded_segment(

@@ -272,6 +272,11 @@ class GitHubDouble:
 
     def _dispatch(self, request: Request, parts: list[str], token: Token) -> Response:
         # /orgs/{o}/..., /users/{u}/..., /user/...
+        if parts == ["user"] and request.method == "GET":
+            if token.kind == "github_token":
+                # An installation token is no user: GitHub refuses it here.
+                return _error(403, "Resource not accessible by integration")
+            return JSONResponse({"login": token.user, "id": 1, "type": "User"})
         if len(parts) >= 2 and parts[0] == "orgs":
             kind: OwnerKind = "org"
             owner, rest = parts[1], parts[2:]
