@@ -178,6 +178,11 @@ async def _source_digests(
                 f"deploy {source_env} first"
             )
         running = await digest_of(registry, config, ref) if ref.startswith((image + "@", image + ":")) else ""
+        if running and ref.startswith(image + "@"):
+            try:  # a digest pin names itself; it must still be in the registry to be copied
+                await registry.resolve(config.repository(name), running)
+            except ManifestNotFoundError:
+                running = ""
         if not running:
             raise UsageError(
                 f"cannot promote {name}: {source_env}'s {target.describe()} runs {ref}, which is not an image "

@@ -218,3 +218,75 @@ async def test_promote_refuses_a_staging_target_that_pins_nothing(world):
         )
     for service in SERVICES:
         assert [t for t in await tags_of(world.client, world.repository(service)) if t.startswith("prod")] == []
+
+
+async def test_promote_refuses_a_running_digest_the_registry_no_longer_has(world):
+    """Staging runs a digest that was deleted from the registry: named, and nothing moves."""
+    staged = {s: await world.seed(s, ["staging"]) for s in SERVICES}
+    staged["brain-gateway"] = "sha256:" + "0" * 64
+    world.stage(staged)
+
+    with pytest.raises(UsageError) as caught:
+        await flows.promote(
+            world.config(),
+            source_env="staging",
+            target_env="production",
+            services=None,
+            credentials=world.credentials(),
+            options=world.options(),
+        )
+
+    assert str(caught.value).startswith(
+        f"cannot promote brain-gateway: staging's compose {BACKEND_ID} runs {world.image('brain-gateway')}@"
+        f"{staged['brain-gateway']}, which is not an image of {world.image('brain-gateway')} in the registry"
+    )
+    for service in SERVICES:
+        assert [t for t in await tags_of(world.client, world.repository(service)) if t.startswith("prod")] == []
+
+
+async def test_promote_without_a_key_needs_the_staging_tag(world):
+    """No --dokploy-key: the tag is the only source, and a missing one is named with the fix."""
+    await world.seed("brain-gateway", ["staging"])
+
+    with pytest.raises(UsageError) as caught:
+        await flows.promote(
+            world.config(),
+            source_env="staging",
+            target_env="production",
+            services=["brain-gateway", "client-portal"],
+            credentials=world.credentials(dokploy_key=False),
+            options=world.options(),
+            deploy=False,
+        )
+
+    assert str(caught.value) == (
+        f"cannot promote client-portal: {world.image('client-portal')}:staging does not exist; deploy staging first"
+    )
+
+
+async def test_promote_takes_the_tag_for_a_group_without_a_staging_target(world):
+    """A group with no target in the source environment has nothing to read: the tag it is, said in the notes."""
+    text = world.config_path.read_text()
+    start = text.index('[groups.targets.staging]\ncompose_id = "frnt')
+    end = text.index("[groups.targets.production]", start)
+    world.config_path.write_text(text[:start] + text[end:])
+    staged = {s: await world.seed(s, ["staging"]) for s in SERVICES}
+    world.stage({"brain-gateway": staged["brain-gateway"]})
+
+    summary = await flows.promote(
+        world.config(),
+        source_env="staging",
+        target_env="production",
+        services=None,
+        credentials=world.credentials(),
+        options=world.options(),
+        deploy=False,
+    )
+
+    assert summary.ok, render_text(summary)
+    assert (
+        f"client-portal: promoted what {world.image('client-portal')}:staging names "
+        "(staging has no Dokploy target for it to read what runs)"
+    ) in summary.notes
+    assert not [n for n in summary.notes if n.startswith("brain-gateway:")]
+    assert (await world.client.resolve(world.repository("client-portal"), "prod")).digest == staged["client-portal"]
