@@ -252,7 +252,7 @@ async def check_probe(plan: ServicePlan, prober: dagger.Container, *, grace_s: f
         raise BuildError(plan.name, "smoke", what) from None
     except dagger.ExecError as e:
         # The service's own process failed, or the prober was killed by a signal.
-        who = "the prober" if list(e.command[:2]) == ["sh", "-c"] else "it"
+        who = "the prober" if PROBE_SCRIPT in e.command else "it"
         raise BuildError(plan.name, "smoke", f"{what}: {who} {ended(e.exit_code)}", exec_output(e)) from None
     except dagger.QueryError as e:
         # Dagger says the service exited before its port opened, with its output.

@@ -20,8 +20,10 @@ from __future__ import annotations
 import re
 import secrets
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final, Literal
 
 import anyio
@@ -541,7 +543,8 @@ async def _deploy_group(
             with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_RESTORE_S):
                 await _restore_after_cancel(client, environment, name, target, change, stage=stage, emit=emit)
         raise
-    except Exception as failure:  # whatever failed, the group is rolled back, never left half-done.
+    except Exception as raised:  # whatever failed, the group is rolled back, never left half-done.
+        failure = _unwrapped(raised)
         status: GroupStatus = "error"
         if isinstance(failure, DeploymentError) and failure.status == "cancelled":
             status = "cancelled"
@@ -667,13 +670,23 @@ def _skipped(plan: _Plan, reason: str) -> GroupResult:
     )
 
 
+def _unwrapped(error: Exception) -> Exception:
+    """The one error inside single-error ExceptionGroups, as a task group raises it."""
+    while isinstance(error, ExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
 def _reason(error: Exception) -> str:
-    """A failure in one line. Our errors explain themselves; anything else is a surprise, named as such."""
-    if isinstance(error, ExceptionGroup) and len(error.exceptions) == 1:
-        return _reason(error.exceptions[0])
+    """A failure in one line. Our errors explain themselves; anything else is a bug or a surprise,
+    named with where it was raised, since no traceback follows it into the summary."""
+    error = _unwrapped(error)
     if isinstance(error, PipelineError):
         return str(error)
-    return f"unexpected {type(error).__name__}: {error}" if str(error) else f"unexpected {type(error).__name__}"
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    text = f": {error}" if str(error) else ""
+    return f"unexpected {type(error).__name__}{text}{where}"
 
 
 def _title(action: str, environment: str, group: str) -> str:

@@ -686,7 +686,8 @@ class RegistryClient:
         except httpx.InvalidURL:
             url = httpx.URL()
         # Credentials go only to the registry's own host (or this machine): a registry
-        # must not be able to send our token to a server of its choosing.
+        # must not be able to send our token to a server of its choosing. Any port of
+        # that host, unlike uploads: token services often listen beside the registry.
         own_host = url.host == self._host and url.scheme in {"https", self._scheme}
         local = bool(url.host) and is_loopback_host(url.host) and url.scheme in {"http", "https"}
         if not (own_host or local):

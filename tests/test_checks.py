@@ -321,6 +321,17 @@ async def test_a_prober_killed_by_a_signal_is_not_blamed_on_the_service(engine):
     assert caught.value.detail.endswith(": the prober was killed by SIGTERM")
 
 
+async def test_a_service_started_by_sh_is_not_taken_for_the_prober(engine):
+    """Only the probe script is the prober: an entrypoint of `sh -c ...` killed by a signal is the service."""
+    engine.answers["exitCode"] = lambda q: exec_error(["sh", "-c", "exec /app/server"], 143)
+    client = dagger.Client()
+
+    with pytest.raises(BuildError) as caught:
+        await run_smoke(make_plan(smoke=SMOKE), built_image(client), run_id="r", client=client)
+
+    assert caught.value.detail.endswith(": it was killed by SIGTERM")
+
+
 async def test_a_test_command_killed_for_memory_says_so(engine):
     """A test run killed by SIGKILL (137) is named as such, not as a failing build step."""
     engine.answers["exitCode"] = lambda q: exec_error(["pytest", "-q"], 137, stdout="collected 900 items")
