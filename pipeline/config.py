@@ -14,6 +14,7 @@ import datetime
 import difflib
 import math
 import re
+import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -224,16 +225,40 @@ class Config:
             ) from None
 
 
+# Module calls copy what they read of the uploaded source into such a directory
+# (pipeline.localcopy); messages name paths in it as paths of the repository.
+UPLOAD_COPY_PREFIX = "pipeline-source-"
+
+
+def upload_copy_of(path: Path) -> Path | None:
+    """The module call's copy of the upload that ``path`` is in, if any."""
+    for candidate in (path, *path.parents):
+        if candidate.name.startswith(UPLOAD_COPY_PREFIX) and candidate.parent == Path(tempfile.gettempdir()):
+            return candidate
+    return None
+
+
+def shown(path: Path) -> str:
+    """``path`` as messages show it: relative to the repository inside a copy of the upload."""
+    copy = upload_copy_of(path)
+    return str(path) if copy is None else path.relative_to(copy).as_posix()
+
+
+def source_shown(root: Path) -> str:
+    """The source directory as messages name it."""
+    return "the uploaded source" if upload_copy_of(root) == root else f"the source {str(root)!r}"
+
+
 def load(path: str | Path) -> Config:
     """Read and validate a services.toml file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(str(path), "", "file not found; pass --config with the path to services.toml") from None
+        raise ConfigError(shown(path), "", "file not found; pass --config with the path to services.toml") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(str(path), "", f"cannot be read: {e}") from None
-    return parse(text, file=str(path))
+        raise ConfigError(shown(path), "", f"cannot be read: {e}") from None
+    return parse(text, file=shown(path))
 
 
 def parse(text: str, *, file: str = "services.toml") -> Config:
@@ -672,7 +697,7 @@ def check_source(config: Config, root: Path, services: Sequence[str] | None = No
             raise ConfigError(
                 config.file,
                 f"{key}.context",
-                f"directory {service.context!r} does not exist under the source {str(root)!r}; "
+                f"directory {service.context!r} does not exist under {source_shown(root)}; "
                 "fix the path or pass --source with the repository root",
             )
         dockerfile = root / service.dockerfile_path
@@ -680,7 +705,7 @@ def check_source(config: Config, root: Path, services: Sequence[str] | None = No
             raise ConfigError(
                 config.file,
                 f"{key}.dockerfile",
-                f"{service.dockerfile_path!r} does not exist under the source {str(root)!r}",
+                f"{service.dockerfile_path!r} does not exist under {source_shown(root)}",
             )
         # Docker compares stage names case-insensitively, as it lower-cases them.
         stages = {s.lower() for s in dockerfile_stages(dockerfile.read_text(encoding="utf-8", errors="replace"))}

@@ -399,7 +399,7 @@ def _compose_file_checks(
             return [
                 _failed(
                     label,
-                    f"{origin} is not under the source {str(source)!r}",
+                    f"{origin} is not under {config_module.source_shown(source)}",
                     f"pass --source with the repository root, or fix compose_file in [groups.targets.{env}] "
                     f"of '{group.name}'",
                 )

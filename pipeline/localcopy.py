@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import anyio
 import dagger
 
-from pipeline.config import load
+from pipeline.config import UPLOAD_COPY_PREFIX, load
 from pipeline.errors import ConfigError, UsageError
 from pipeline.plan import select_services
 
@@ -37,7 +37,7 @@ async def copy_for_run(
 
     ``services`` narrows the contexts copied, read as the plan reads it (empty: all).
     """
-    target = Path(tempfile.mkdtemp(prefix="pipeline-source-"))
+    target = Path(tempfile.mkdtemp(prefix=UPLOAD_COPY_PREFIX))
     await _export(source, config, target, directory=False)
     if not (contexts or compose_files):
         return target

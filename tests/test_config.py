@@ -6,6 +6,7 @@ import datetime
 import re
 import shutil
 import subprocess
+import tempfile
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from pipeline import cli
 from pipeline import config as config_module
-from pipeline.config import check_source, dockerfile_stages, load, parse
+from pipeline.config import UPLOAD_COPY_PREFIX, check_source, dockerfile_stages, load, parse
 from pipeline.errors import ConfigError
 from tests.support.sources import (
     PYTHON,
@@ -941,3 +942,22 @@ def test_services_may_share_a_secret_id_from_one_source() -> None:
         data["services"][name]["secrets"] = {"npm": "env://NPM_TOKEN"}
     config = parse(to_toml(data))
     assert config.services["api"].secrets == config.services["web"].secrets == {"npm": "env://NPM_TOKEN"}
+
+
+def test_messages_name_paths_of_the_repository_inside_a_module_calls_copy() -> None:
+    """In module mode the files are read from a temporary copy of the upload: messages hide that path."""
+    copy = Path(tempfile.mkdtemp(prefix=UPLOAD_COPY_PREFIX))
+    try:
+        (copy / "ci").mkdir()
+        (copy / "ci" / "services.toml").write_text("[services\n")
+        with pytest.raises(ConfigError) as caught:
+            load(copy / "ci" / "services.toml")
+        assert str(caught.value).startswith("ci/services.toml: is not valid TOML")
+
+        (copy / "ci" / "services.toml").write_text(to_toml(base_config()))
+        with pytest.raises(ConfigError) as caught:
+            check_source(load(copy / "ci" / "services.toml"), copy)
+        assert "does not exist under the uploaded source;" in str(caught.value)
+        assert str(copy) not in str(caught.value)
+    finally:
+        shutil.rmtree(copy)
