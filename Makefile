@@ -19,7 +19,7 @@ test: $(READY)
 	$(BIN)/pytest $(ARGS)
 
 lint: $(READY)
-	$(BIN)/ruff check pipeline tests bench && $(BIN)/ruff format --check pipeline tests bench && $(BIN)/mypy pipeline
+	$(BIN)/ruff check pipeline tests bench && $(BIN)/ruff format --check pipeline tests bench && $(BIN)/mypy pipeline tests/e2e
 
 plan: $(READY)
 	$(BIN)/python -m pipeline plan --branch=staging --offline $(ARGS)

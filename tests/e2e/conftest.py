@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -40,7 +41,8 @@ def is_static_elf(path: Path) -> bool:
         return False
     if data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
         return False
-    wide, order = data[4] == 2, "little" if data[5] == 1 else "big"
+    wide = data[4] == 2
+    order: Literal["little", "big"] = "little" if data[5] == 1 else "big"
 
     def number(offset: int, size: int) -> int:
         return int.from_bytes(data[offset : offset + size], order)
