@@ -18,6 +18,7 @@ from typing import Literal
 
 import yaml
 
+from pipeline.config import shown
 from pipeline.errors import ConfigError
 
 ImageForm = Literal["variable", "tag", "digest"]
@@ -64,13 +65,14 @@ class ComposeFile:
 def load(path: str | Path) -> ComposeFile:
     """Read and parse a compose file from disk."""
     path = Path(path)
+    name = shown(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(str(path), "", "compose file not found; check compose_file in services.toml") from None
+        raise ConfigError(name, "", "compose file not found; check compose_file in services.toml") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(str(path), "", f"compose file cannot be read: {e}") from None
-    return parse(text, file=str(path))
+        raise ConfigError(name, "", f"compose file cannot be read: {e}") from None
+    return parse(text, file=name)
 
 
 def parse(text: str, *, file: str) -> ComposeFile:

@@ -116,7 +116,8 @@ async def run_doctor(
         fix = (
             "edit services.toml at the key named; `python -m pipeline plan --offline` re-checks it"
             if await anyio.Path(config_path).exists()
-            else f"pass --config (or --source) pointing at services.toml: {config_path} does not exist"
+            else f"pass --config (or --source) pointing at services.toml: "
+            f"{config_module.shown(Path(config_path))} does not exist"
         )
         rows = [_failed("services.toml", str(e), fix), _skipped("everything else", "services.toml did not load")]
         return DoctorReport(environment=environment, checks=tuple(rows))

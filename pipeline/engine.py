@@ -18,8 +18,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import anyio
-
 from pipeline.content import SOURCE_IGNORE
 from pipeline.errors import UsageError
 from pipeline.secret import SecretValue
@@ -91,9 +89,7 @@ async def connected() -> AsyncIterator[None]:
         raise UsageError(NO_ENGINE)
     os.environ.update(cli_environment())
     cli = os.environ.get("_EXPERIMENTAL_DAGGER_CLI_BIN", "")
-    # In a thread: `dagger version` may take seconds, and nothing else should wait on it.
-    in_session = bool(os.environ.get("DAGGER_SESSION_PORT"))
-    if cli and not in_session and (warning := await anyio.to_thread.run_sync(version_mismatch, cli)):
+    if cli and not os.environ.get("DAGGER_SESSION_PORT") and (warning := version_mismatch(cli)):
         print(warning, file=sys.stderr)
     import dagger  # noqa: PLC0415 - the SDK loads in ~1 s; only engine runs pay for it.
 

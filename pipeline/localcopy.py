@@ -37,6 +37,9 @@ async def copy_for_run(
 
     ``services`` narrows the contexts copied, read as the plan reads it (empty: all).
     """
+    where = PurePosixPath(config)
+    if where.is_absolute() or ".." in where.parts:
+        raise ConfigError(config, "", "--config must be a path inside the source, like services.toml")
     target = Path(tempfile.mkdtemp(prefix=UPLOAD_COPY_PREFIX))
     await _export(source, config, target, directory=False)
     if not (contexts or compose_files):

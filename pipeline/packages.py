@@ -197,6 +197,13 @@ class GitHubPackages:
             except ValueError:
                 answer = None
             login = str(answer.get("login") or "") if isinstance(answer, dict) else ""
+        if response.status_code == 401:
+            raise GitHubAPIError(
+                f"GitHub refused the token ({_message(response)}): pass a valid classic personal access "
+                f"token of {self.owner} with read:packages and delete:packages",
+                url=str(url),
+                status=401,
+            )
         if not login:
             raise GitHubAPIError(
                 f"GitHub would not say whose token this is (GET /user: HTTP {response.status_code}, "

@@ -178,7 +178,7 @@ async def _source_digests(
                 f"deploy {source_env} first"
             )
         running = await digest_of(registry, config, ref) if ref.startswith((image + "@", image + ":")) else ""
-        if running and ref.startswith(image + "@"):
+        if running and "@" in ref:
             try:  # a digest pin names itself; it must still be in the registry to be copied
                 await registry.resolve(config.repository(name), running)
             except ManifestNotFoundError:

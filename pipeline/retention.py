@@ -150,7 +150,7 @@ def plan_retention(
             and version.digest not in parents_of
             and not _is_old(version, now, orphan_grace)
         ):
-            kept[version.digest] = _young_orphan_reason(orphan_grace)
+            kept[version.digest] = _young_orphan_reason(orphan_grace, signature=bool(version.tags))
 
     # Everything a kept version references stays, however deep.
     pending = list(kept)
@@ -172,11 +172,8 @@ def plan_retention(
         elif version.digest in tagged:
             decisions.append(Decision(version=version, delete=True, reason=f"older than the newest {keep}"))
         else:
-            decisions.append(
-                Decision(
-                    version=version, delete=True, reason=f"untagged and unreferenced for over {_span(orphan_grace)}"
-                )
-            )
+            what = "a signature whose image is gone" if version.tags else "untagged and unreferenced"
+            decisions.append(Decision(version=version, delete=True, reason=f"{what} for over {_span(orphan_grace)}"))
     depth = _depths(parents_of)
     decisions.sort(key=lambda d: (d.delete, depth(d.version.digest), d.version.created_at, d.version.id))
     return RetentionPlan(package=package, decisions=tuple(decisions))
@@ -186,10 +183,11 @@ def _is_old(version: PackageVersion, now: datetime, grace: timedelta | None) -> 
     return grace is not None and version.created_at <= now - grace
 
 
-def _young_orphan_reason(grace: timedelta | None) -> str:
+def _young_orphan_reason(grace: timedelta | None, *, signature: bool) -> str:
+    what = "signature whose image is gone" if signature else "untagged orphan"
     if grace is None:
-        return "untagged orphan (orphan deletion is off)"
-    return f"untagged orphan younger than {_span(grace)} (may be a push in progress)"
+        return f"{what} (orphan deletion is off)"
+    return f"{what}, younger than {_span(grace)} (may be a push in progress)"
 
 
 def _span(span: timedelta | None) -> str:

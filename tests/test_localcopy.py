@@ -14,6 +14,7 @@ import dagger
 import pytest
 
 from pipeline.config import load
+from pipeline.errors import ConfigError
 from pipeline.localcopy import copy_for_run, outermost
 from tests.support.engine_double import EngineDouble, Query
 from tests.support.world import BACKEND_ID, CONTEXTS, FRONTEND_ID, services_toml, write_sources
@@ -99,7 +100,10 @@ async def test_doctor_gets_the_compose_files_that_exist(repo, from_tree):
     source = dagger.Client().host().directory(str(repo))
     local = await copy_for_run(source, config="services.toml", compose_files=True)
     assert COMPOSE in copied(local)
-    assert not (local / "gone.yml").exists()
+    asked = [q[-1][1]["path"] for q in from_tree.asked_for("exists")]
+    exported = [q[-2][1]["path"] for q in from_tree.asked_for("export")]
+    assert "gone.yml" in asked
+    assert "gone.yml" not in exported
 
 
 async def test_calls_that_need_no_context_copy_services_toml_alone(repo, from_tree):
@@ -121,6 +125,24 @@ async def test_unknown_services_copy_no_context(repo, from_tree):
     """An unknown name is the plan's to refuse (with the valid names), not a failed export here."""
     local = await copy_for_run(dagger.Client().host().directory(str(repo)), config="services.toml", services=["nope"])
     assert copied(local) == {"services.toml"}
+
+
+@pytest.mark.parametrize("config", ["/services.toml", "../services.toml", "ci/../../x.toml"])
+async def test_a_config_outside_the_source_is_refused(repo, from_tree, config):
+    """--config names a file of the source: nothing outside it is read or written."""
+    with pytest.raises(ConfigError, match="--config must be a path inside the source"):
+        await copy_for_run(dagger.Client().host().directory(str(repo)), config=config)
+    assert from_tree.requests == []
+
+
+async def test_a_root_context_copies_the_whole_source_once(repo, from_tree):
+    """A service built from the repository root: one export of '.', nothing nested on top of it."""
+    text = (repo / "services.toml").read_text()
+    (repo / "services.toml").write_text(text.replace(f'context = "{CONTEXTS["client-portal"][0]}"', 'context = "."'))
+    (repo / "Dockerfile").write_text("FROM scratch\n")
+    local = await copy_for_run(dagger.Client().host().directory(str(repo)), config="services.toml")
+    assert [q[-2][1]["path"] for q in from_tree.asked_for("export")] == ["services.toml", "."]
+    assert "docs/videos/demo.mp4" in copied(local)
 
 
 def test_outermost_keeps_only_directories_no_other_contains():

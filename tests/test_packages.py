@@ -311,3 +311,13 @@ def test_created_at_is_parsed_as_utc() -> None:
     )
     assert version.created_at == dt.datetime(2020, 5, 19, 22, 19, 11, tzinfo=dt.UTC)
     assert version.tags == ()
+
+
+async def test_a_refused_token_on_a_user_route_says_so(github: GitHubDouble, http: httpx.AsyncClient) -> None:
+    """A token GitHub does not know is refused before anything is listed, without showing the token."""
+    github.push("alice", "tool", digest(1), ["latest"], kind="user")
+
+    with pytest.raises(GitHubAPIError, match="GitHub refused the token") as caught:
+        await packages_for(http, github, owner="alice", kind="user").list_versions("tool")
+    assert "of alice with read:packages" in str(caught.value)
+    assert TOKEN not in str(caught.value)

@@ -125,7 +125,7 @@ def test_old_orphans_go_and_young_orphans_stay() -> None:
     keep_all = plan_of(versions, keep=1, orphan_grace=None)
 
     assert decided(plan, d(5)) == (True, "untagged and unreferenced for over 1d")
-    assert decided(plan, d(6)) == (False, "untagged orphan younger than 1d (may be a push in progress)")
+    assert decided(plan, d(6)) == (False, "untagged orphan, younger than 1d (may be a push in progress)")
     assert keep_all.delete == ()
 
 
@@ -140,8 +140,8 @@ def test_a_signature_whose_image_is_gone_is_an_orphan_not_a_newest_image(suffix:
 
     assert decided(plan, d(2)) == (False, "newest 1")
     assert decided(plan, d(1)) == (True, "older than the newest 1")
-    assert decided(plan, d(7)) == (True, "untagged and unreferenced for over 1d")
-    assert decided(plan, d(8)) == (False, "untagged orphan younger than 1d (may be a push in progress)")
+    assert decided(plan, d(7)) == (True, "a signature whose image is gone for over 1d")
+    assert decided(plan, d(8)) == (False, "signature whose image is gone, younger than 1d (may be a push in progress)")
 
 
 def test_keep_must_be_at_least_one() -> None:
