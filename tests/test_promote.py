@@ -11,9 +11,11 @@ from dataclasses import replace
 import pytest
 
 from pipeline import flows
+from pipeline.config import Config
 from pipeline.errors import ConfigError, DokployAuthError, UsageError
+from pipeline.run import Credentials
 from pipeline.secret import SecretValue
-from pipeline.summary import render_text
+from pipeline.summary import RunSummary, render_text
 from pipeline.tags import short_digest as short
 from tests.support.dokploy_double import BACKEND_ID, FRONTEND_ID
 from tests.support.world import (
@@ -22,6 +24,7 @@ from tests.support.world import (
     SERVICES,
     SHA,
     SHORT,
+    World,
     pinned_env,
     rows,
     tags_of,
@@ -30,20 +33,34 @@ from tests.support.world import (
 FRONTEND = ("bizoholic-frontend", "client-portal")
 
 
+async def promote(
+    world: World,
+    *,
+    config: Config | None = None,
+    services: list[str] | None = None,
+    dokploy_key: bool = True,
+    credentials: Credentials | None = None,
+    deploy: bool = True,
+) -> RunSummary:
+    """Promote staging to production in ``world``, with the test's few differences."""
+    return await flows.promote(
+        config or world.config(),
+        source_env="staging",
+        target_env="production",
+        services=services,
+        credentials=credentials or world.credentials(dokploy_key=dokploy_key),
+        options=world.options(),
+        deploy=deploy,
+    )
+
+
 async def test_promote_copies_staging_digests_to_production_tags_and_deploys_them(world):
     """Production's tags name staging's exact digests, and production's composes run them, healthy."""
     staged = {s: await world.seed(s, ["staging", f"staging-{SHORT}"]) for s in SERVICES}
     world.stage(staged)
     staging_env = world.env(BACKEND_ID)
 
-    summary = await flows.promote(
-        world.config(),
-        source_env="staging",
-        target_env="production",
-        services=None,
-        credentials=world.credentials(),
-        options=world.options(),
-    )
+    summary = await promote(world)
 
     assert summary.ok, render_text(summary)
     assert summary.environment == "production"
@@ -75,14 +92,7 @@ async def test_promote_refuses_before_moving_any_tag(world, problem):
     world.stage(staged)
 
     with pytest.raises(UsageError) as caught:
-        await flows.promote(
-            world.config(),
-            source_env="staging",
-            target_env="production",
-            services=None,
-            credentials=world.credentials(),
-            options=world.options(),
-        )
+        await promote(world)
 
     message = str(caught.value)
     if problem == "missing":
@@ -106,14 +116,8 @@ async def test_promote_reads_a_moving_tag_that_names_the_branch(world):
     config = world.write_config(staging_tags=("{branch}-latest", "{branch}-{sha}"))
     staged = {s: await world.seed(s, ["staging-latest"]) for s in SERVICES}
 
-    summary = await flows.promote(
-        config,
-        source_env="staging",
-        target_env="production",
-        services=["client-portal", "brain-gateway"],
-        credentials=world.credentials(dokploy_key=False),
-        options=world.options(),
-        deploy=False,
+    summary = await promote(
+        world, config=config, services=["client-portal", "brain-gateway"], dokploy_key=False, deploy=False
     )
 
     assert summary.ok, render_text(summary)
@@ -143,14 +147,7 @@ async def test_promote_checks_dokploy_before_moving_any_tag(world, problem):
         expected = ConfigError
 
     with pytest.raises(expected):
-        await flows.promote(
-            world.config(),
-            source_env="staging",
-            target_env="production",
-            services=None,
-            credentials=credentials,
-            options=world.options(),
-        )
+        await promote(world, credentials=credentials)
 
     for service in SERVICES:
         assert [t for t in await tags_of(world.client, world.repository(service)) if t.startswith("prod")] == []
@@ -162,15 +159,7 @@ async def test_promote_notes_say_nothing_about_a_source_it_does_not_take(world):
     for service in SERVICES:
         await world.seed(service, ["staging", f"staging-{SHORT}"])
 
-    summary = await flows.promote(
-        world.config(),
-        source_env="staging",
-        target_env="production",
-        services=["brain-gateway"],
-        credentials=world.credentials(dokploy_key=False),
-        options=world.options(),
-        deploy=False,
-    )
+    summary = await promote(world, services=["brain-gateway"], dokploy_key=False, deploy=False)
 
     assert summary.ok, render_text(summary)
     assert not [n for n in summary.notes if "--source" in n]
@@ -182,15 +171,7 @@ async def test_promote_takes_what_staging_runs_not_a_tag_that_moved_past_it(worl
     world.stage(running)
     failed = await world.seed("brain-gateway", ["staging"], payload=b"a build whose deploy was rolled back")
 
-    summary = await flows.promote(
-        world.config(),
-        source_env="staging",
-        target_env="production",
-        services=["brain-gateway"],
-        credentials=world.credentials(),
-        options=world.options(),
-        deploy=False,
-    )
+    summary = await promote(world, services=["brain-gateway"], deploy=False)
 
     assert summary.ok, render_text(summary)
     assert (await world.client.resolve(world.repository("brain-gateway"), "prod")).digest == running["brain-gateway"]
@@ -208,14 +189,7 @@ async def test_promote_refuses_a_staging_target_that_pins_nothing(world):
     record.env = "\n".join(line for line in record.env.splitlines() if "BRAIN_GATEWAY_IMAGE=" not in line)
 
     with pytest.raises(UsageError, match=f"staging's compose {BACKEND_ID} pins no image for it; deploy staging first"):
-        await flows.promote(
-            world.config(),
-            source_env="staging",
-            target_env="production",
-            services=None,
-            credentials=world.credentials(),
-            options=world.options(),
-        )
+        await promote(world)
     for service in SERVICES:
         assert [t for t in await tags_of(world.client, world.repository(service)) if t.startswith("prod")] == []
 
@@ -227,14 +201,7 @@ async def test_promote_refuses_a_running_digest_the_registry_no_longer_has(world
     world.stage(staged)
 
     with pytest.raises(UsageError) as caught:
-        await flows.promote(
-            world.config(),
-            source_env="staging",
-            target_env="production",
-            services=None,
-            credentials=world.credentials(),
-            options=world.options(),
-        )
+        await promote(world)
 
     assert str(caught.value).startswith(
         f"cannot promote brain-gateway: staging's compose {BACKEND_ID} runs {world.image('brain-gateway')}@"
@@ -249,15 +216,7 @@ async def test_promote_without_a_key_needs_the_staging_tag(world):
     await world.seed("brain-gateway", ["staging"])
 
     with pytest.raises(UsageError) as caught:
-        await flows.promote(
-            world.config(),
-            source_env="staging",
-            target_env="production",
-            services=["brain-gateway", "client-portal"],
-            credentials=world.credentials(dokploy_key=False),
-            options=world.options(),
-            deploy=False,
-        )
+        await promote(world, services=["brain-gateway", "client-portal"], dokploy_key=False, deploy=False)
 
     assert str(caught.value) == (
         f"cannot promote client-portal: {world.image('client-portal')}:staging does not exist; deploy staging first"
@@ -273,15 +232,7 @@ async def test_promote_takes_the_tag_for_a_group_without_a_staging_target(world)
     staged = {s: await world.seed(s, ["staging"]) for s in SERVICES}
     world.stage({"brain-gateway": staged["brain-gateway"]})
 
-    summary = await flows.promote(
-        world.config(),
-        source_env="staging",
-        target_env="production",
-        services=None,
-        credentials=world.credentials(),
-        options=world.options(),
-        deploy=False,
-    )
+    summary = await promote(world, deploy=False)
 
     assert summary.ok, render_text(summary)
     assert (
