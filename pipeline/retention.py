@@ -227,13 +227,19 @@ async def collect_children(
     """
     found: dict[str, list[str]] = {}
     for version in versions:
-        tagged_for = {m.group(1) for m in map(_REFERRER_TAG.match, version.tags) if m}
-        if version.tags and len(tagged_for) == 1 and all(_REFERRER_TAG.match(t) for t in version.tags):
-            found.setdefault(f"sha256:{tagged_for.pop()}", []).append(version.digest)
+        if described := _described_by_tags(version):
+            found.setdefault(described, []).append(version.digest)
     await _read_children(registry, repo, [v for v in versions if v.tags], found)
     referenced = {kid for kids in found.values() for kid in kids}
     await _read_children(registry, repo, [v for v in versions if not v.tags and v.digest not in referenced], found)
     return found
+
+
+def _described_by_tags(version: PackageVersion) -> str:
+    """The image a version's tags say it is about, when all are referrer tags of one image; else ""."""
+    matches = [_REFERRER_TAG.match(tag) for tag in version.tags]
+    subjects = {m.group(1) for m in matches if m}
+    return f"sha256:{subjects.pop()}" if matches and all(matches) and len(subjects) == 1 else ""
 
 
 async def _read_children(

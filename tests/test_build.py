@@ -31,6 +31,11 @@ from pipeline.plan import ServicePlan
 from tests.support.engine_double import DIGEST, Query, query, query_error
 
 
+def logs_in(q: Query) -> bool:
+    """Whether a recorded query adds registry credentials."""
+    return any(name == "withRegistryAuth" for name, _ in q)
+
+
 def make_plan(**service: Any) -> ServicePlan:
     defaults: dict[str, Any] = {"name": "api", "context": "services/api"}
     spec = config.Service(**{**defaults, **service})
@@ -333,7 +338,7 @@ async def test_a_token_without_a_user_name_is_registered_as_publish_sends_it(eng
     client = dagger.Client()
     token = client.set_secret("registry_token", "t")
     await DaggerImageEngine(source(client), token=token, client=client).build(make_plan())
-    (registered,) = [q for q in engine.requests if any(name == "withRegistryAuth" for name, _ in q)]
+    (registered,) = [q for q in engine.requests if logs_in(q)]
     assert ("withRegistryAuth", {"address": "ghcr.io", "username": "token", "secret": query(token)}) in registered
 
 
@@ -343,8 +348,7 @@ async def test_a_registration_that_failed_is_tried_again_by_the_next_build(engin
     failures = [query_error("registry auth store unavailable")]
 
     def sync(q: Query) -> object:
-        is_auth = any(name == "withRegistryAuth" for name, _ in q)
-        return failures.pop() if is_auth and failures else "an-id"
+        return failures.pop() if logs_in(q) and failures else "an-id"
 
     engine.answers["sync"] = sync
     client = dagger.Client()
@@ -352,14 +356,14 @@ async def test_a_registration_that_failed_is_tried_again_by_the_next_build(engin
     with pytest.raises(dagger.QueryError):
         await images.build(make_plan())
     await images.build(make_plan())
-    assert len([q for q in engine.asked_for("sync") if any(n == "withRegistryAuth" for n, _ in q)]) == 2
+    assert len([q for q in engine.asked_for("sync") if logs_in(q)]) == 2
 
 
 async def test_without_credentials_builds_register_no_auth(engine):
     """Without a token (plan, build, test), nothing is registered: public FROM images need none."""
     client = dagger.Client()
     await DaggerImageEngine(source(client), client=client).build(make_plan())
-    assert all(name != "withRegistryAuth" for q in engine.requests for name, _ in q)
+    assert not any(logs_in(q) for q in engine.requests)
 
 
 async def test_an_empty_token_is_not_registered(engine):
@@ -369,7 +373,7 @@ async def test_an_empty_token_is_not_registered(engine):
     token = client.secret("env://GITHUB_TOKEN")
     await DaggerImageEngine(source(client), registry_user="bot", token=token, client=client).build(make_plan())
     assert engine.asked_for("plaintext") == [[("secret", {"uri": "env://GITHUB_TOKEN"}), ("plaintext", {})]]
-    assert all(name != "withRegistryAuth" for q in engine.requests for name, _ in q)
+    assert not any(logs_in(q) for q in engine.requests)
 
 
 async def test_reports_are_read_as_xml_files_and_exported_when_asked(engine, tmp_path):
